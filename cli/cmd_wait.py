@@ -1,0 +1,46 @@
+"""``scene-telemetry wait``: block until a verified done marker exists."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..telemetry import DoneTimeoutError, wait_for_done
+from ._console import emit, emit_json, error
+
+EXIT_TIMEOUT = 3
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "wait",
+        help="wait for a verified .done marker (a marker path or the frame folder)",
+        description="Exit 0 with the marker once it validates and every listed file has the listed size; "
+        f"exit {EXIT_TIMEOUT} on timeout.",
+    )
+    parser.add_argument("path", help="a <name>.done file, or the folder that will hold it")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    parser.add_argument("--prompt-id", help="accept only a marker written by this prompt")
+    parser.add_argument("--poll-interval", type=float, default=0.5, help="polling fallback interval (s)")
+    parser.add_argument("--no-events", action="store_true", help="poll only (network shares)")
+    parser.add_argument("--json", action="store_true", help="print the marker body as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        body = wait_for_done(
+            args.path,
+            args.timeout,
+            prompt_id=args.prompt_id,
+            poll_interval=args.poll_interval,
+            use_events=not args.no_events,
+        )
+    except DoneTimeoutError as exc:
+        error(str(exc))
+        return EXIT_TIMEOUT
+    if args.json:
+        emit_json(body)
+    else:
+        emit(f"done: {body['FrameCount']} file(s), {body['TotalBytes']} bytes, prompt {body['PromptId']}")
+    return 0

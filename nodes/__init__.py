@@ -1,0 +1,14 @@
+"""Thin ComfyUI adapters over ``telemetry``: one node per module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .write_done_marker import WriteDoneMarker
+
+NODE_CLASSES: tuple[type[Any], ...] = (WriteDoneMarker,)
+
+NODE_CLASS_MAPPINGS: dict[str, type[Any]] = {cls.NAME: cls for cls in NODE_CLASSES}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {cls.NAME: cls.DISPLAY_NAME for cls in NODE_CLASSES}
+
+__all__ = ["NODE_CLASSES", "NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,88 @@
+"""The only place node code touches ComfyUI, always lazily and with fallbacks.
+
+Every function works without ComfyUI installed (unit tests, the demo command):
+it then returns an explicit fallback. Tests replace these functions with fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_OUTPUT_ENV = "SCENE_TELEMETRY_OUTPUT_DIR"
+
+
+def output_directory() -> str:
+    """ComfyUI's output directory, or $SCENE_TELEMETRY_OUTPUT_DIR / a temp folder outside ComfyUI."""
+    try:
+        import folder_paths
+    except ImportError:
+        fallback = os.environ.get(FALLBACK_OUTPUT_ENV) or os.path.join(tempfile.gettempdir(), "scene-telemetry")
+        return os.path.abspath(fallback)
+    return str(folder_paths.get_output_directory())
+
+
+def executing_context() -> tuple[str | None, str | None]:
+    """(prompt_id, node_id) of the running node, or (None, None) outside ComfyUI."""
+    try:
+        from comfy_execution.utils import get_executing_context
+    except ImportError:
+        return None, None
+    context = get_executing_context()
+    if context is None:
+        return None, None
+    return str(context.prompt_id), str(context.node_id)
+
+
+def comfyui_version() -> str | None:
+    """ComfyUI's version string, or None outside ComfyUI."""
+    try:
+        import comfyui_version
+    except ImportError:
+        return None
+    return str(getattr(comfyui_version, "__version__", None))
+
+
+def metadata_disabled() -> bool:
+    """True when the server runs with --disable-metadata (then PNGs carry no prompt)."""
+    try:
+        from comfy.cli_args import args
+    except ImportError:
+        return False
+    return bool(getattr(args, "disable_metadata", False))
+
+
+def current_queue_item(prompt_id: str | None) -> dict[str, Any] | None:
+    """Non-secret facts about the running prompt: ``{"create_time": epoch_ms}`` or None.
+
+    Only ``extra_data.create_time`` is read; the item's sensitive part (API keys)
+    is never touched.
+    """
+    if prompt_id is None:
+        return None
+    try:
+        from server import PromptServer
+    except ImportError:
+        return None
+    queue = getattr(getattr(PromptServer, "instance", None), "prompt_queue", None)
+    if queue is None:
+        return None
+    running, _pending = queue.get_current_queue_volatile()
+    for item in running:
+        if len(item) > 3 and item[1] == prompt_id and isinstance(item[3], dict):
+            create_time = item[3].get("create_time")
+            return {"create_time": create_time} if isinstance(create_time, (int, float)) else {}
+    return None
+
+
+def throw_if_interrupted() -> None:
+    """Honour the editor's Cancel between frames (no-op outside ComfyUI)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    mm.throw_exception_if_processing_interrupted()

@@ -1,0 +1,87 @@
+"""One exception tree for the whole package.
+
+::
+
+    TelemetryError
+    ├── ContractError          a document does not validate against contract v1
+    ├── UnsafePathError        a prefix or path escapes the output directory
+    ├── InvalidInputError      empty batch, NUL byte, absurd length, bad policy value
+    ├── MarkerError            a done marker is malformed or does not match the files
+    ├── DoneTimeoutError       wait_for_done gave up
+    ├── ValidationFailed       RunSummaryValidator found disagreements
+    └── ClientError            the headless runner could not talk to ComfyUI
+        └── ServerUnavailable  connection refused past the grace period
+
+Every error keeps its keyword arguments as attributes so callers can report the
+file and field without parsing the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ClientError",
+    "ContractError",
+    "DoneTimeoutError",
+    "InvalidInputError",
+    "MarkerError",
+    "ServerUnavailable",
+    "TelemetryError",
+    "UnsafePathError",
+    "ValidationFailed",
+]
+
+
+class TelemetryError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.path = None if path is None else str(path)
+        self.field = field
+
+    def __str__(self) -> str:
+        where = []
+        if self.path:
+            where.append(self.path)
+        if self.field:
+            where.append(f"field {self.field}")
+        return f"{self.message} ({', '.join(where)})" if where else self.message
+
+
+class ContractError(TelemetryError):
+    """A document does not validate against the telemetry contract."""
+
+
+class UnsafePathError(TelemetryError):
+    """A filename prefix or path would leave the output directory."""
+
+
+class InvalidInputError(TelemetryError):
+    """An input value is unusable (empty, too long, NUL byte, out of range)."""
+
+
+class MarkerError(TelemetryError):
+    """A done marker is malformed or does not match the files on disk."""
+
+
+class DoneTimeoutError(TelemetryError):
+    """No verified done marker appeared before the deadline."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None, last_problem: str | None = None):
+        super().__init__(message, path=path)
+        self.last_problem = last_problem
+
+
+class ValidationFailed(TelemetryError):
+    """run-summary.txt and artifact-metadata.json disagree."""
+
+
+class ClientError(TelemetryError):
+    """The headless client could not complete a request to ComfyUI."""
+
+
+class ServerUnavailable(ClientError):
+    """The ComfyUI server refused connections for longer than the grace period."""

@@ -1,0 +1,134 @@
+"""Encoding and durably saving frame batches as PNG, SaveImage-compatible.
+
+Pixels are converted exactly as ComfyUI's SaveImage does
+(``clip(255 * x, 0, 255).astype(uint8)``) and PNGs use the same text chunks and
+``compress_level=4``, so files are byte-for-byte what SaveImage would write.
+Frames are encoded on a thread pool (Pillow's zlib encoder and numpy release the
+GIL), each written to a hidden temp file, fsynced and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from ._atomic import fsync_directory, fsync_file, temp_name_for
+from ._errors import InvalidInputError
+
+PNG_COMPRESS_LEVEL = 4
+"""SaveImage's compress_level."""
+MAX_FRAMES = 100_000
+MAX_SIDE_PX = 16_384
+
+
+class _TensorLike(Protocol):
+    shape: Sequence[int]
+
+    def __getitem__(self, index: int) -> Any: ...
+
+
+def batch_shape(images: Any) -> tuple[int, int, int]:
+    """Return (frames, height, width) of an IMAGE batch ``[B, H, W, C]``, refusing bad ones."""
+    shape = tuple(int(s) for s in getattr(images, "shape", ()))
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4:
+        raise InvalidInputError(f"images must be a [batch, height, width, channels] tensor, got shape {shape}")
+    frames, height, width, channels = shape
+    if frames == 0:
+        raise InvalidInputError("images is an empty batch: there are no frames to save", field="images")
+    if frames > MAX_FRAMES:
+        raise InvalidInputError(f"images has {frames} frames (limit {MAX_FRAMES})", field="images")
+    if not (0 < height <= MAX_SIDE_PX and 0 < width <= MAX_SIDE_PX):
+        raise InvalidInputError(f"frame size {width}x{height} is outside 1..{MAX_SIDE_PX} px", field="images")
+    if channels not in (1, 3, 4):
+        raise InvalidInputError(f"frames have {channels} channels; expected 1, 3 or 4", field="images")
+    return frames, height, width
+
+
+def frame_to_uint8(frame: Any) -> np.ndarray[Any, Any]:
+    """SaveImage's conversion of one ``[H, W, C]`` float frame in 0..1 to uint8."""
+    if hasattr(frame, "detach"):
+        frame = frame.detach()
+    if hasattr(frame, "cpu"):
+        frame = frame.cpu().numpy()
+    array = 255.0 * np.asarray(frame)
+    out = np.clip(array, 0, 255).astype(np.uint8)
+    if out.ndim == 3 and out.shape[2] == 1:
+        out = out[:, :, 0]
+    return out
+
+
+def png_info(prompt: Any | None, extra_pnginfo: Mapping[str, Any] | None) -> PngInfo:
+    """The text chunks SaveImage writes: 'prompt' and every key of extra_pnginfo."""
+    info = PngInfo()
+    if prompt is not None:
+        info.add_text("prompt", json.dumps(prompt))
+    for key, value in (extra_pnginfo or {}).items():
+        info.add_text(str(key), json.dumps(value))
+    return info
+
+
+def _write_png(array: np.ndarray[Any, Any], target: Path, info: PngInfo | None) -> int:
+    temp = temp_name_for(target)
+    try:
+        with open(temp, "xb") as handle:
+            Image.fromarray(array).save(handle, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
+            handle.flush()
+            fsync_file(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return target.stat().st_size
+
+
+def save_png_frames(
+    images: _TensorLike,
+    targets: Sequence[Path],
+    *,
+    info: PngInfo | None,
+    workers: int | None = None,
+) -> list[int]:
+    """Encode ``images[i]`` to ``targets[i]`` in parallel; return the sizes in bytes.
+
+    Every frame is fsynced and renamed into place, then each folder is fsynced
+    once, so when this returns every frame is durable.
+    """
+    count = len(targets)
+    pool_size = max(1, min(workers or (os.cpu_count() or 1), count))
+
+    def job(i: int) -> int:
+        return _write_png(frame_to_uint8(images[i]), targets[i], info)
+
+    if pool_size == 1:
+        sizes = [job(i) for i in range(count)]
+    else:
+        with ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="scene-telemetry-png") as pool:
+            sizes = list(pool.map(job, range(count)))
+    for folder in {t.parent for t in targets}:
+        fsync_directory(folder)
+    return sizes
+
+
+def fsync_existing(paths: Sequence[Path]) -> list[int]:
+    """fsync files another node wrote (e.g. VHS Video Combine) and return their sizes."""
+    sizes = []
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            fsync_file(fd)
+        finally:
+            os.close(fd)
+        sizes.append(path.stat().st_size)
+    for folder in {p.parent for p in paths}:
+        fsync_directory(folder)
+    return sizes
