@@ -1,0 +1,48 @@
+"""Shared fixtures.
+
+Every fixture here exists for a reason stated in its docstring; keep them small.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+_THREAD_GRACE_S = 2.0
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Fail a test that leaves threads running (observers, pools, servers must be joined)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + _THREAD_GRACE_S
+    leaked: list[threading.Thread] = []
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"test leaked threads: {[t.name for t in leaked]}")
+
+
+@pytest.fixture
+def output_dir(tmp_path: Path) -> Path:
+    """A stand-in for ComfyUI's output directory (absolute, empty)."""
+    out = tmp_path / "output"
+    out.mkdir()
+    return out
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """shared/ beside the repository: recorded ComfyUI 0.8.0 data (transcripts, object_info)."""
+    if not SHARED_DIR.is_dir():
+        pytest.fail(f"reference data missing: {SHARED_DIR} (shared/ must sit beside the repository)")
+    return SHARED_DIR
