@@ -1,0 +1,189 @@
+"""The package loads as ComfyUI loads it, imports quietly, and publishes a clean archive."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+TRIPWIRES = re.compile(
+    r"\b(import\s+subprocess|from\s+subprocess|os\.system|os\.popen|import\s+socket|urllib\.request|http\.client"
+    r"|import\s+requests|import\s+aiohttp|import\s+websockets|from\s+websockets|\beval\(|\bexec\()|rm\s+-rf"
+)
+
+
+def tracked_files() -> list[str]:
+    if not (REPO / ".git").exists():
+        pytest.fail("tests must run in a git checkout (the registry archive is built from tracked files)")
+    out = subprocess.run(["git", "ls-files"], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if (REPO / line).exists()]
+
+
+def comfyignore_patterns() -> list[str]:
+    lines = (REPO / ".comfyignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def archive_files() -> list[str]:
+    """Tracked files minus .comfyignore (directory patterns end with '/'), plus [tool.comfy] includes."""
+    patterns = comfyignore_patterns()
+    includes = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["comfy"].get("includes", [])
+
+    def ignored(path: str) -> bool:
+        for pattern in patterns:
+            if pattern.endswith("/") and (path.startswith(pattern) or f"/{pattern}" in f"/{path}"):
+                return True
+            if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(Path(path).name, pattern):
+                return True
+        return False
+
+    return sorted({p for p in tracked_files() if not ignored(p)} | set(includes))
+
+
+def test_archive_has_no_subprocess_or_network_code() -> None:
+    files = archive_files()
+    assert "__init__.py" in files and any(f.startswith("telemetry/") for f in files)
+    assert not any(f.startswith(("cli/", "tests/", "benchmarks/")) for f in files)
+    offenders = []
+    for name in files:
+        if name.endswith((".py", ".js", ".sh", "Dockerfile")):
+            for number, line in enumerate((REPO / name).read_text(encoding="utf-8").splitlines(), 1):
+                if TRIPWIRES.search(line):
+                    offenders.append(f"{name}:{number}: {line.strip()}")
+    assert offenders == []
+
+
+def test_archive_code_never_imports_the_cli() -> None:
+    for name in archive_files():
+        if name.endswith(".py"):
+            text = (REPO / name).read_text(encoding="utf-8")
+            assert not re.search(r"from\s+\.+cli\b|import\s+\S*\bcli\b", text), name
+
+
+def test_pyproject_metadata() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    meta = project["project"]
+    assert meta["name"] == "scene-telemetry"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", meta["version"])
+    assert meta["requires-python"] == ">=3.10"
+    assert "Repository" in meta["urls"]
+    assert meta["scripts"]["scene-telemetry"] == "scene_telemetry.cli.main:main"
+    comfy = project["tool"]["comfy"]
+    assert comfy["PublisherId"] and comfy["DisplayName"] == "Scene Telemetry" and comfy["Icon"]
+    from scene_telemetry.telemetry import PACKAGE_VERSION
+
+    assert PACKAGE_VERSION == meta["version"]
+
+
+@pytest.mark.parametrize("source", ["pyproject", "requirements"])
+def test_dependencies_never_torch_or_deprecated_pynvml(source: str) -> None:
+    if source == "pyproject":
+        deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    else:
+        deps = [d for d in (REPO / "requirements.txt").read_text().splitlines() if d and not d.startswith("#")]
+    names = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in deps}
+    assert "nvidia-ml-py" in names and "jsonschema" in names and "watchdog" in names
+    assert not names & {"torch", "torchvision", "torchaudio", "pynvml", "atomicwrites"}
+
+
+def _copy_as_custom_node(tmp_path: Path, folder_name: str) -> Path:
+    target = tmp_path / "custom_nodes" / folder_name
+    target.mkdir(parents=True)
+    for name in archive_files():
+        destination = target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, destination)
+    return target
+
+
+_LOAD_LIKE_COMFYUI = textwrap.dedent(
+    """
+    import importlib.util, json, os, sys, threading
+    pack = sys.argv[1]
+    # ComfyUI's load_custom_node: the module name is the full path with '.' replaced.
+    name = pack.replace(".", "_x_")
+    spec = importlib.util.spec_from_file_location(name, os.path.join(pack, "__init__.py"),
+                                                  submodule_search_locations=[pack])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    print(json.dumps({
+        "mappings": sorted(module.NODE_CLASS_MAPPINGS),
+        "display": module.NODE_DISPLAY_NAME_MAPPINGS,
+        "web": module.WEB_DIRECTORY,
+        "entrypoint": hasattr(module, "comfy_entrypoint"),
+        "threads": threading.active_count(),
+        "heavy": sorted(m for m in ("torch", "pynvml", "comfy", "folder_paths", "server", "amdsmi")
+                        if m in sys.modules),
+        "cwd_files": os.listdir("."),
+    }))
+    """
+)
+
+
+@pytest.mark.parametrize("folder_name", ["scene-telemetry", "My Pack.v2 (copy)"])
+def test_loads_as_comfyui_custom_node_under_any_folder_name(tmp_path: Path, folder_name: str) -> None:
+    import json
+
+    pack = _copy_as_custom_node(tmp_path, folder_name)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_LIKE_COMFYUI, str(pack)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"},
+    )
+    info = json.loads(result.stdout)
+    assert info["mappings"] and all(n.startswith("SceneTelemetry_") for n in info["mappings"])
+    assert "SceneTelemetry_WriteDoneMarker" in info["mappings"]
+    assert set(info["display"]) == set(info["mappings"])
+    assert info["web"] == "./web" and (pack / "web").is_dir()
+    assert info["entrypoint"] is False
+    assert info["threads"] == 1, "importing the pack must start no thread"
+    assert info["heavy"] == [], "importing the pack must not import torch, NVML or ComfyUI"
+    assert info["cwd_files"] == [], "importing the pack must write nothing"
+    assert "Traceback" not in result.stderr
+
+
+def test_no_comfy_entrypoint_anywhere() -> None:
+    for name in tracked_files():
+        if name.endswith(".py"):
+            assert not re.search(r"^\s*(async\s+)?def\s+comfy_entrypoint", (REPO / name).read_text(), re.M), name
+
+
+def test_console_script_module_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scene_telemetry.cli", "--version"], capture_output=True, text=True, check=True
+    )
+    assert "scene-telemetry" in result.stdout
+
+
+def test_telemetry_library_imports_without_comfyui_or_torch() -> None:
+    code = (
+        "import sys, threading; import scene_telemetry.telemetry as t; "
+        "assert 'torch' not in sys.modules and 'pynvml' not in sys.modules, sorted(sys.modules); "
+        "assert threading.active_count() == 1; print(t.SCHEMA_VERSION)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "scene-telemetry/1"
+
+
+def test_node_modules_import_comfyui_only_lazily() -> None:
+    for path in sorted((REPO / "nodes").glob("*.py")) + sorted((REPO / "telemetry").glob("*.py")):
+        for line in path.read_text().splitlines():
+            if not line.startswith(("import ", "from ")):
+                continue  # only module-top imports (indented ones are lazy)
+            assert not re.match(r"(import|from)\s+(comfy|comfy_execution|server|folder_paths|torch)\b", line), (
+                f"{path.name}: {line}"
+            )
