@@ -25,6 +25,7 @@ from ._errors import (
     UnsafePathError,
     ValidationFailed,
 )
+from ._gpu import gpu_contract_fields, ram_sample, reset_torch_peaks, take_snapshot
 from ._marker import build_marker, commit_marker, read_marker, verify_marker
 from ._meta import PACKAGE_VERSION
 from ._paths import SavePlan, plan_save
@@ -51,11 +52,15 @@ __all__ = [
     "build_marker",
     "commit_marker",
     "contract_errors",
+    "gpu_contract_fields",
     "load_schema",
     "mark_files",
     "plan_save",
+    "ram_sample",
     "read_marker",
+    "reset_torch_peaks",
     "sweep_stale_temps",
+    "take_snapshot",
     "validate_document",
     "verify_marker",
     "wait_for_done",
