@@ -10,12 +10,14 @@ without a server. Pure functions over JSON-like data: no I/O, no ComfyUI import.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..telemetry import InvalidInputError
+from .scenes import check_workflow, input_spec
 
 JsonDict = dict[str, Any]
 
@@ -70,15 +72,6 @@ def object_info_for(mappings: Mapping[str, type[Any]], display_names: Mapping[st
     return {node_id: node_info_from_class(node_id, cls, names.get(node_id)) for node_id, cls in mappings.items()}
 
 
-def input_spec(node_info: Mapping[str, Any], name: str) -> tuple[list[Any], bool] | None:
-    """``(spec, required)`` of a visible input, or ``None`` if the node has no such input."""
-    inputs = node_info.get("input", {})
-    for section, required in (("required", True), ("optional", False)):
-        if name in inputs.get(section, {}):
-            return list(inputs[section][name]), required
-    return None
-
-
 def ordered_inputs(node_info: Mapping[str, Any]) -> list[tuple[str, list[Any], bool]]:
     """Visible inputs as ``(name, spec, required)``: required then optional, in ``input_order``."""
     inputs = node_info.get("input", {})
@@ -97,13 +90,6 @@ def spec_type(spec: list[Any]) -> str:
 
 def spec_options(spec: list[Any]) -> dict[str, Any]:
     return dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], dict) else {}
-
-
-def combo_values(spec: list[Any]) -> list[Any]:
-    """Allowed values of a combo in either form: ``[[values], {…}]`` or ``["COMBO", {"options": …}]``."""
-    if isinstance(spec[0], list):
-        return list(spec[0])
-    return list(spec_options(spec).get("options", []))
 
 
 def is_widget(spec: list[Any]) -> bool:
@@ -171,72 +157,38 @@ def _widget_inputs(node: Mapping[str, Any], info: Mapping[str, Any]) -> JsonDict
 def prompt_problems(
     prompt: Mapping[str, Any], object_info: Mapping[str, Any], *, check_model_files: bool = True
 ) -> list[str]:
-    """Everything ``validate_prompt`` would reject in an API prompt, as readable lines (empty = valid).
+    """What ``validate_prompt`` would reject in an API prompt, one line each (empty = valid).
 
-    With ``check_model_files=False`` a combo value naming a model file (``*.safetensors`` …) that this
-    ``object_info`` does not list is accepted: object_info lists only the files of the server it came from.
+    The runner's own check (:func:`.scenes.check_workflow`) does the work. With
+    ``check_model_files=False`` a combo value naming a model file (``*.safetensors`` …) is accepted
+    even if this ``object_info`` does not list it: the list holds only the files of the server it came from.
     """
-    problems: list[str] = []
-    for node_id, node in prompt.items():
-        info = object_info.get(node.get("class_type", ""))
-        if info is None:
-            problems.append(f"{node_id}: unknown node type {node.get('class_type')!r}")
+    info = object_info if check_model_files else with_model_files(prompt, object_info)
+    return [str(problem) for problem in check_workflow(prompt, info)]
+
+
+def with_model_files(prompt: Mapping[str, Any], object_info: Mapping[str, Any]) -> JsonDict:
+    """A copy of *object_info* whose combos also offer the model-file values *prompt* uses."""
+    info = dict(object_info)
+    for node in prompt.values():
+        class_type = node.get("class_type", "")
+        if class_type not in info:
             continue
-        where = f"{node_id} ({node['class_type']})"
-        for name, _spec, required in ordered_inputs(info):
-            if required and name not in node.get("inputs", {}):
-                problems.append(f"{where}: required input {name!r} missing")
         for name, value in node.get("inputs", {}).items():
-            found = input_spec(info, name)
-            if found is None:
-                problems.append(f"{where}: no input named {name!r}")
-            elif _is_link(value):
-                problems.extend(_link_problems(where, name, found[0], value, prompt, object_info))
-            else:
-                problems.extend(_value_problems(where, name, found[0], value, check_model_files))
-    return problems
+            spec = input_spec(info[class_type], name)
+            if spec is None or spec_type(spec) != "COMBO" or not is_model_file(value):
+                continue
+            info[class_type] = entry = copy.deepcopy(info[class_type])
+            section = "required" if name in entry["input"].get("required", {}) else "optional"
+            entry["input"][section][name] = _with_value(spec, value)
+    return info
 
 
-def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
-
-
-def _link_problems(
-    where: str, name: str, spec: list[Any], link: list[Any], prompt: Mapping[str, Any], object_info: Mapping[str, Any]
-) -> list[str]:
-    source = prompt.get(link[0])
-    source_info = object_info.get(source.get("class_type", "")) if source else None
-    if source_info is None:
-        return [f"{where}: input {name!r} links to missing or unknown node {link[0]!r}"]
-    outputs = source_info["output"]
-    if not 0 <= link[1] < len(outputs):
-        return [f"{where}: input {name!r} links to output {link[1]} of node {link[0]}, which has {len(outputs)}"]
-    if not types_compatible(str(outputs[link[1]]), spec_type(spec)):
-        return [f"{where}: input {name!r} wants {spec_type(spec)}, node {link[0]} gives {outputs[link[1]]}"]
-    return []
-
-
-def _value_problems(where: str, name: str, spec: list[Any], value: Any, check_model_files: bool) -> list[str]:
-    kind, options = spec_type(spec), spec_options(spec)
-    if kind in ("INT", "FLOAT"):
-        numeric = (int,) if kind == "INT" else (int, float)
-        if isinstance(value, bool) or not isinstance(value, numeric):
-            return [f"{where}: {name}={value!r} is not {kind}"]
-        if "min" in options and value < options["min"]:
-            return [f"{where}: {name}={value} is below min {options['min']}"]
-        if "max" in options and value > options["max"]:
-            return [f"{where}: {name}={value} is above max {options['max']}"]
-        return []
-    if kind == "BOOLEAN":
-        return [] if isinstance(value, bool) else [f"{where}: {name}={value!r} is not BOOLEAN"]
-    if kind == "STRING":
-        return [] if isinstance(value, str) else [f"{where}: {name}={value!r} is not STRING"]
-    if kind == "COMBO":
-        allowed = combo_values(spec)
-        if value in allowed or (not check_model_files and is_model_file(value)):
-            return []
-        return [f"{where}: {name}={value!r} is not one of {allowed[:8]}{'…' if len(allowed) > 8 else ''}"]
-    return [f"{where}: input {name!r} ({kind}) needs a link, got {value!r}"]
+def _with_value(spec: list[Any], value: str) -> list[Any]:
+    if isinstance(spec[0], list):
+        return [[*spec[0], value], *spec[1:]]
+    options = spec_options(spec)
+    return [spec[0], {**options, "options": [*options.get("options", []), value]}]
 
 
 def is_model_file(value: Any) -> bool:
@@ -272,11 +224,11 @@ def _node_problems(node: Mapping[str, Any], info: Mapping[str, Any]) -> list[str
         names = [slot.name for slot in slots]
         problems.append(f"{where}: {len(node.get('widgets_values', []))} widget values for widgets {names}")
     for socket in node.get("inputs", []):
-        found = input_spec(info, socket["name"])
-        if found is None:
+        spec = input_spec(info, socket["name"])
+        if spec is None:
             problems.append(f"{where}: no input named {socket['name']!r}")
-        elif socket.get("type") != spec_type(found[0]):
-            problems.append(f"{where}: input {socket['name']!r} typed {socket.get('type')}, node says {found[0][0]}")
+        elif socket.get("type") != spec_type(spec):
+            problems.append(f"{where}: input {socket['name']!r} typed {socket.get('type')}, node says {spec[0]}")
     outputs = node.get("outputs", [])
     if [out.get("type") for out in outputs] != list(info["output"]):
         problems.append(f"{where}: outputs {[out.get('type') for out in outputs]} != {info['output']}")
