@@ -1,0 +1,687 @@
+"""A fault-injecting ComfyUI 0.8.0 stand-in on loopback, for client and runner tests.
+
+A real aiohttp server runs in its own thread on ``127.0.0.1`` (free port) and
+serves the routes a headless client uses: ``POST /prompt``, ``GET
+/history/{id}``, ``GET /queue``, ``GET /system_stats``, ``GET /object_info``,
+``GET /view``, ``POST /interrupt`` and ``GET /ws?clientId=`` (each also under
+``/api``). Replies and websocket messages are replayed from the recordings in
+``shared/comfyui-0.8.0/transcripts/`` with the real prompt id and fresh
+timestamps substituted; nothing about their shape is invented. After the final
+message the history entry is written, the queue drained, ``status`` broadcast
+and ``executing {node: null}`` sent to the submitter (ComfyUI's
+``prompt_worker`` order; see comfyui-facts §5 - the recordings stop at the
+final message).
+
+Each submission consumes the next :class:`Scenario` (the last one repeats), so a
+test can script "execution error, then success" for retry budgets. Faults a
+scenario can inject: history late, history never written, websocket dropped
+mid-run (optionally refusing reconnects for a while), a restart (connections
+refused, then back with empty history and queue) or a server that never comes
+back, HTTP 500 on ``/history/{id}``, execution error, interrupt, a slow run,
+and frames written with or without a ``.done`` marker.
+
+Usage::
+
+    with FakeComfy(Scenario(case="success", history_delay_s=0.2), output_dir=tmp) as fake:
+        client = ComfyClient(fake.url)
+        ...
+
+or through the :func:`fake_comfy` fixture factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp import WSMsgType, web
+
+TRANSCRIPTS = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui-0.8.0"
+CASE_FILES = {
+    "success": "success_frames.json",
+    "success_webp": "success_webp.json",
+    "cached": "success_cached_rerun.json",
+    "error": "error_runtime.json",
+    "interrupted": "interrupted.json",
+}
+FINAL_TYPES = ("execution_success", "execution_error", "execution_interrupted")
+_CONTROL_TIMEOUT_S = 10.0  # a control call into the server thread that takes longer means a hung fake
+_FRAME_SIDE_CAP = 64  # frames written by the fake stay tiny: tests exercise markers, not encoders
+PREVIEW_FRAME = b"\x00\x00\x00\x01\x00\x00\x00\x02" + b"\x89PNG\r\n\x1a\n"  # type 1 preview, PNG, truncated body
+
+
+@dataclass
+class Scenario:
+    """What happens to one submitted prompt (the faults are all off by default)."""
+
+    case: str = "success"
+    """Recorded transcript to replay: success, success_webp, cached, error, interrupted."""
+    run_seconds: float = 0.0
+    """Extra time before the final message (an 'interrupted' run waits this long for POST /interrupt)."""
+    history_delay_s: float = 0.0
+    """The history entry appears this long after the final message (the race, exaggerated)."""
+    history_never: bool = False
+    """The history entry is never written (the prompt still leaves the queue)."""
+    drop_ws_after: int | None = None
+    """Close every websocket after this many replayed run messages."""
+    ws_refuse_s: float = 0.0
+    """After a drop, answer websocket upgrades with HTTP 503 for this long (forces history polling)."""
+    restart_after: int | None = None
+    """After this many run messages the server goes down (connections refused) and loses history and queue."""
+    down_s: float | None = 0.2
+    """How long a restart keeps the port closed; None = the server never comes back."""
+    history_500: int = 0
+    """The first N GET /history/{id} for this prompt answer HTTP 500."""
+    frames: int | None = None
+    """Frames to write when the fake has an output_dir (default: the prompt's batch_size, else 2)."""
+    write_marker: bool = True
+    """Write the .done marker after the frames (False: the marker never appears)."""
+    progress_steps: int = 0
+    """Insert this many ``progress`` messages before the last node's ``executed``/final message."""
+    binary_previews: bool = False
+    """Send a binary preview frame after each ``executing`` (clients must skip it)."""
+    node_errors: dict[str, Any] | None = None
+    """Answer 200 with these node_errors (outputs dropped by validation; the prompt is not queued)."""
+    reject: str | None = None
+    """Answer 400 with a recorded rejection: 'bad_input' or 'invalid_node'."""
+
+
+@dataclass
+class _Job:
+    number: int
+    prompt_id: str
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+    client_id: str | None
+    scenario: Scenario
+    outputs_to_execute: list[str]
+    interrupt: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def queue_item(self) -> list[Any]:
+        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs_to_execute]
+
+
+def load_transcript(case: str) -> dict[str, Any]:
+    """One recorded transcript (a fresh copy)."""
+    data: dict[str, Any] = json.loads((TRANSCRIPTS / "transcripts" / CASE_FILES[case]).read_text("utf-8"))
+    return data
+
+
+def _load_json(name: str) -> Any:
+    return json.loads((TRANSCRIPTS / name).read_text("utf-8"))
+
+
+_OBJECT_INFO_CACHE: dict[str, Any] = {}
+
+
+def object_info() -> dict[str, Any]:
+    """Recorded core /object_info plus this pack's nodes built from NODE_CLASS_MAPPINGS."""
+    if not _OBJECT_INFO_CACHE:
+        from scene_telemetry import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+        _OBJECT_INFO_CACHE.update(_load_json("object_info.json"))
+        for name, cls in NODE_CLASS_MAPPINGS.items():
+            _OBJECT_INFO_CACHE[name] = _node_info(name, cls, NODE_DISPLAY_NAME_MAPPINGS.get(name, name))
+    return _OBJECT_INFO_CACHE
+
+
+def _node_info(name: str, cls: type[Any], display: str) -> dict[str, Any]:
+    """The /object_info entry ComfyUI builds for a V1 node (server.node_info)."""
+    inputs = cls.INPUT_TYPES()
+    info_inputs = {k: {n: list(v) for n, v in inputs[k].items()} for k in ("required", "optional") if k in inputs}
+    if "hidden" in inputs:
+        info_inputs["hidden"] = dict(inputs["hidden"])
+    returns = list(cls.RETURN_TYPES)
+    return {
+        "input": info_inputs,
+        "input_order": {k: list(inputs[k]) for k in ("required", "optional", "hidden") if k in inputs},
+        "output": returns,
+        "output_is_list": list(getattr(cls, "OUTPUT_IS_LIST", [False] * len(returns))),
+        "output_name": list(getattr(cls, "RETURN_NAMES", returns)),
+        "name": name,
+        "display_name": display,
+        "description": getattr(cls, "DESCRIPTION", ""),
+        "python_module": "custom_nodes.scene-telemetry",
+        "category": getattr(cls, "CATEGORY", "sd"),
+        "output_node": getattr(cls, "OUTPUT_NODE", False) is True,
+        "output_tooltips": list(getattr(cls, "OUTPUT_TOOLTIPS", [])),
+    }
+
+
+def _substitute(messages: list[dict[str, Any]], old_id: str, new_id: str, now_ms: int) -> list[dict[str, Any]]:
+    """Replace the recorded prompt id and give every timestamp the current epoch ms."""
+    text = json.dumps(messages).replace(old_id, new_id)
+    out: list[dict[str, Any]] = json.loads(text)
+    for msg in out:
+        data = msg.get("data")
+        if isinstance(data, dict) and "timestamp" in data:
+            data["timestamp"] = now_ms
+    return out
+
+
+def _epoch_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _find_inputs(prompt: dict[str, Any]) -> tuple[str | None, str | None, dict[str, int]]:
+    """(node id, filename_prefix) of the first saving node, and width/height/batch_size if any node has them."""
+    node, prefix, sizes = None, None, {}
+    for nid, spec in prompt.items():
+        inputs = spec.get("inputs", {}) if isinstance(spec, dict) else {}
+        if prefix is None and isinstance(inputs.get("filename_prefix"), str):
+            node, prefix = str(nid), inputs["filename_prefix"]
+        for key in ("width", "height", "batch_size"):
+            if isinstance(inputs.get(key), int) and key not in sizes:
+                sizes[key] = inputs[key]
+    return node, prefix, sizes
+
+
+class FakeComfy:
+    """The stand-in server; start/stop (or use as a context manager), always from the test thread."""
+
+    def __init__(
+        self,
+        scenarios: Scenario | list[Scenario] | None = None,
+        *,
+        output_dir: str | Path | None = None,
+        system_stats: dict[str, Any] | None = None,
+        system_stats_500: int = 0,
+        send_executing_null: bool = True,
+    ) -> None:
+        if scenarios is None:
+            scenarios = Scenario()
+        self._scenarios = [scenarios] if isinstance(scenarios, Scenario) else list(scenarios)
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.system_stats_reply = (
+            system_stats if system_stats is not None else _load_json("transcripts/system_stats.json")
+        )
+        self.system_stats_500 = system_stats_500
+        self.send_executing_null = send_executing_null
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.requests: list[tuple[str, str]] = []
+        """(method, path with query) of every HTTP request, in order (ws upgrades included)."""
+        self.submissions: list[dict[str, Any]] = []
+        """Every POST /prompt body."""
+        self.final_sent_at: dict[str, float] = {}
+        """prompt_id → time.perf_counter() when the final ws message was sent (benchmarks)."""
+        self.history_written_at: dict[str, float] = {}
+        """prompt_id → time.perf_counter() when the history entry became readable."""
+        self.restarts = 0
+        self._history: dict[str, dict[str, Any]] = {}
+        self._history_500: dict[str, int] = {}
+        self._running: list[_Job] = []
+        self._pending: list[_Job] = []
+        self._sockets: dict[str, web.WebSocketResponse] = {}
+        self._ws_refuse_until = 0.0
+        self._number = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._up = False
+
+    # ---------------------------------------------------------------- lifecycle (test thread)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> FakeComfy:
+        with socket.socket() as probe:
+            probe.bind((self.host, 0))
+            self.port = probe.getsockname()[1]
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), name="fake-comfy", daemon=True)
+        self._thread.start()
+        if not ready.wait(_CONTROL_TIMEOUT_S):
+            raise RuntimeError("fake ComfyUI did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(_CONTROL_TIMEOUT_S)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(_CONTROL_TIMEOUT_S)
+        self._loop = None
+
+    def __enter__(self) -> FakeComfy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def go_down(self, *, lose_state: bool = True) -> None:
+        """Close the port (connections refused) and drop every socket; *lose_state* = a restart."""
+        self._call(self._go_down(lose_state))
+
+    def come_up(self) -> None:
+        """Listen again on the same port."""
+        self._call(self._come_up())
+
+    def history_entry(self, prompt_id: str) -> dict[str, Any] | None:
+        return self._history.get(prompt_id)
+
+    def _call(self, coro: Any) -> Any:
+        assert self._loop is not None, "fake ComfyUI is not running"
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_CONTROL_TIMEOUT_S)
+
+    # ---------------------------------------------------------------- server thread
+
+    def _serve(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(self._setup())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+    async def _setup(self) -> None:
+        app = web.Application()
+        routes = [
+            ("POST", "/prompt", self._post_prompt),
+            ("GET", "/history/{prompt_id}", self._get_history),
+            ("GET", "/queue", self._get_queue),
+            ("GET", "/system_stats", self._get_system_stats),
+            ("GET", "/object_info", self._get_object_info),
+            ("GET", "/object_info/{node_class}", self._get_object_info_one),
+            ("GET", "/view", self._get_view),
+            ("POST", "/interrupt", self._post_interrupt),
+            ("GET", "/ws", self._ws),
+        ]
+        for method, path, handler in routes:
+            app.router.add_route(method, path, handler)
+            app.router.add_route(method, "/api" + path, handler)
+        app.middlewares.append(self._log_request)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._work())
+        await self._come_up()
+
+    async def _come_up(self) -> None:
+        assert self._runner is not None
+        if self._up:
+            return
+        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await self._site.start()
+        self._up = True
+
+    async def _go_down(self, lose_state: bool) -> None:
+        if self._up and self._site is not None:
+            await self._site.stop()
+        self._up = False
+        for ws in list(self._sockets.values()):
+            await ws.close()
+        self._sockets.clear()
+        if lose_state:
+            self.restarts += 1
+            self._history.clear()
+            for job in self._running + self._pending:
+                job.interrupt.set()
+            self._running.clear()
+            self._pending.clear()
+            assert self._queue is not None
+            while not self._queue.empty():
+                self._queue.get_nowait()
+
+    async def _shutdown(self) -> None:
+        for job in self._running + self._pending:
+            job.interrupt.set()
+        tasks = [t for t in (self._worker, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._go_down(lose_state=False)
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @web.middleware
+    async def _log_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append((request.method, request.path_qs))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    # ---------------------------------------------------------------- HTTP routes
+
+    async def _post_prompt(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return web.Response(status=500, text="500 Internal Server Error")
+        self.submissions.append(body)
+        scenario = self._scenarios[min(len(self.submissions) - 1, len(self._scenarios) - 1)]
+        if scenario.reject is not None:
+            recorded = _load_json(f"transcripts/error_{scenario.reject}.json")
+            return web.json_response(recorded["prompt_reply"], status=recorded["prompt_status"])
+        prompt = body.get("prompt")
+        if not isinstance(prompt, dict) or not prompt:
+            reply = {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided"}
+            return web.json_response({"error": {**reply, "extra_info": {}}, "node_errors": {}}, status=400)
+        unknown = [nid for nid, spec in prompt.items() if spec.get("class_type") not in object_info()]
+        if unknown:
+            return web.json_response(_invalid_node_reply(prompt, unknown[0]), status=400)
+        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+        self._number += 1
+        if scenario.node_errors:
+            return web.json_response(
+                {"prompt_id": prompt_id, "number": self._number, "node_errors": scenario.node_errors}
+            )
+        extra = dict(body.get("extra_data") or {})
+        client_id = body.get("client_id")
+        if client_id is not None:
+            extra["client_id"] = client_id
+        extra["create_time"] = _epoch_ms()
+        recorded = load_transcript(scenario.case)
+        outputs = list(recorded["history"][recorded["prompt_reply"]["prompt_id"]]["prompt"][4])
+        job = _Job(self._number, prompt_id, prompt, extra, client_id, scenario, outputs)
+        self._history_500[prompt_id] = scenario.history_500
+        self._pending.append(job)
+        assert self._queue is not None
+        self._queue.put_nowait(job)
+        await self._broadcast_status()
+        return web.json_response({"prompt_id": prompt_id, "number": self._number, "node_errors": {}})
+
+    async def _get_history(self, request: web.Request) -> web.Response:
+        prompt_id = request.match_info["prompt_id"]
+        if self._history_500.get(prompt_id, 0) > 0:
+            self._history_500[prompt_id] -= 1
+            return web.Response(status=500, text="500 Internal Server Error")
+        entry = self._history.get(prompt_id)
+        return web.json_response({} if entry is None else {prompt_id: entry})
+
+    async def _get_queue(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "queue_running": [j.queue_item() for j in self._running],
+                "queue_pending": [j.queue_item() for j in self._pending],
+            }
+        )
+
+    async def _get_system_stats(self, request: web.Request) -> web.Response:
+        if self.system_stats_500 > 0:
+            self.system_stats_500 -= 1
+            return web.Response(status=500, text="500 Internal Server Error")
+        return web.json_response(self.system_stats_reply)
+
+    async def _get_object_info(self, request: web.Request) -> web.Response:
+        return web.json_response(object_info())
+
+    async def _get_object_info_one(self, request: web.Request) -> web.Response:
+        name = request.match_info["node_class"]
+        info = object_info()
+        return web.json_response({name: info[name]} if name in info else {})
+
+    async def _get_view(self, request: web.Request) -> web.StreamResponse:
+        filename = request.query.get("filename", "")
+        subfolder = request.query.get("subfolder", "")
+        if request.query.get("type", "output") != "output" or self.output_dir is None:
+            return web.Response(status=404)
+        if not filename or filename.startswith("/") or ".." in filename:
+            return web.Response(status=400)
+        base = self.output_dir.resolve()
+        folder = (base / subfolder).resolve()
+        if not str(folder).startswith(str(base)):
+            return web.Response(status=403)
+        path = folder / filename
+        if not path.is_file():
+            return web.Response(status=404)
+        return web.Response(body=path.read_bytes(), content_type="application/octet-stream")
+
+    async def _post_interrupt(self, request: web.Request) -> web.Response:
+        wanted = None
+        if request.can_read_body:
+            try:
+                wanted = (await request.json()).get("prompt_id")
+            except json.JSONDecodeError:
+                wanted = None
+        for job in self._running:
+            if wanted is None or job.prompt_id == wanted:
+                job.interrupt.set()
+        return web.Response(status=200)
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if time.monotonic() < self._ws_refuse_until:
+            return web.Response(status=503, text="try later")
+        sid = request.query.get("clientId") or uuid.uuid4().hex
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        old = self._sockets.pop(sid, None)
+        if old is not None:
+            await old.close()
+        self._sockets[sid] = ws
+        remaining = len(self._running) + len(self._pending)
+        await ws.send_json(
+            {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": remaining}}, "sid": sid}}
+        )
+        async for msg in ws:
+            if msg.type == WSMsgType.ERROR:
+                break
+        if self._sockets.get(sid) is ws:
+            del self._sockets[sid]
+        return ws
+
+    # ---------------------------------------------------------------- execution
+
+    async def _send(self, sid: str | None, message: dict[str, Any] | bytes) -> None:
+        targets = list(self._sockets.values()) if sid is None else [self._sockets[sid]] if sid in self._sockets else []
+        for ws in targets:
+            try:
+                if isinstance(message, bytes):
+                    await ws.send_bytes(message)
+                else:
+                    await ws.send_json(message)
+            except ConnectionError:
+                continue
+
+    async def _broadcast_status(self) -> None:
+        remaining = len(self._running) + len(self._pending)
+        await self._send(None, {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": remaining}}}})
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            job = await self._queue.get()
+            if job not in self._pending:
+                continue  # dropped by a restart
+            self._pending.remove(job)
+            self._running.append(job)
+            try:
+                await self._execute(job)
+            except _Lost:
+                continue
+
+    async def _execute(self, job: _Job) -> None:
+        scenario = job.scenario
+        recorded = load_transcript(scenario.case)
+        old_id = recorded["prompt_reply"]["prompt_id"]
+        # [0] is the per-connection status sent on connect, [1] the broadcast at POST time (sent by _post_prompt)
+        messages = [m["msg"] for m in recorded["ws"]][2:]
+        messages = _substitute(messages, old_id, job.prompt_id, _epoch_ms())
+        *body, final = messages
+        body = self._with_progress(body, job.prompt_id, scenario.progress_steps)
+        outputs = copy.deepcopy(recorded["history"][old_id]["outputs"])
+        if scenario.case.startswith("success") and self.output_dir is not None:
+            outputs = self._write_frames(job, outputs)
+            body = [self._with_outputs(m, outputs) for m in body]
+        sent = 0
+        for message in body:
+            await self._fault_point(job, sent)
+            if message["type"] == "status":
+                message["data"]["status"]["exec_info"]["queue_remaining"] = len(self._running) + len(self._pending)
+            await self._send(job.client_id, message)
+            sent += 1
+            if scenario.binary_previews and message["type"] == "executing":
+                await self._send(job.client_id, PREVIEW_FRAME)
+            await asyncio.sleep(0)
+        await self._fault_point(job, sent)
+        final = await self._await_final(job, final, recorded)
+        final["data"]["timestamp"] = _epoch_ms()
+        await self._send(job.client_id, final)
+        self.final_sent_at[job.prompt_id] = time.perf_counter()
+        if scenario.history_delay_s:
+            await self._sleep_unless_lost(job, scenario.history_delay_s)
+        if not scenario.history_never:
+            self._history[job.prompt_id] = self._history_entry(job, messages, final, outputs)
+            self.history_written_at[job.prompt_id] = time.perf_counter()
+        if job in self._running:
+            self._running.remove(job)
+        await self._broadcast_status()
+        if self.send_executing_null and job.client_id is not None:
+            await self._send(job.client_id, {"type": "executing", "data": {"node": None, "prompt_id": job.prompt_id}})
+
+    async def _await_final(self, job: _Job, final: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+        """Wait out run_seconds; an interrupt turns the final message into execution_interrupted."""
+        scenario = job.scenario
+        if scenario.run_seconds:
+            try:
+                await asyncio.wait_for(job.interrupt.wait(), scenario.run_seconds)
+            except asyncio.TimeoutError:
+                pass
+        if job not in self._running:
+            raise _Lost
+        if job.interrupt.is_set() and final["type"] != "execution_interrupted":
+            template = load_transcript("interrupted")
+            old = template["prompt_reply"]["prompt_id"]
+            final = _substitute([template["ws"][-1]["msg"]], old, job.prompt_id, _epoch_ms())[0]
+        return final
+
+    async def _sleep_unless_lost(self, job: _Job, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if job not in self._running:
+            raise _Lost
+
+    async def _fault_point(self, job: _Job, sent: int) -> None:
+        scenario = job.scenario
+        if scenario.drop_ws_after == sent:
+            self._ws_refuse_until = time.monotonic() + scenario.ws_refuse_s
+            sockets = [self._sockets.pop(job.client_id, None)] if job.client_id else []
+            for ws in sockets:
+                if ws is not None:
+                    await ws.close()
+        if scenario.restart_after == sent:
+            await self._go_down(lose_state=True)
+            if scenario.down_s is not None:
+                self._spawn(self._come_up_later(scenario.down_s))
+            raise _Lost
+
+    async def _come_up_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._come_up()
+
+    def _with_progress(self, body: list[dict[str, Any]], prompt_id: str, steps: int) -> list[dict[str, Any]]:
+        if steps <= 0:
+            return body
+        executing = [i for i, m in enumerate(body) if m["type"] == "executing"]
+        at = executing[-1] + 1 if executing else len(body)
+        node = body[at - 1]["data"]["node"] if executing else None
+        ticks = [
+            {"type": "progress", "data": {"value": v, "max": steps, "prompt_id": prompt_id, "node": node}}
+            for v in range(1, steps + 1)
+        ]
+        return body[:at] + ticks + body[at:]
+
+    @staticmethod
+    def _with_outputs(message: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+        if message["type"] == "executed" and message["data"]["node"] in outputs:
+            message["data"]["output"] = outputs[message["data"]["node"]]
+        return message
+
+    def _write_frames(self, job: _Job, outputs: dict[str, Any]) -> dict[str, Any]:
+        """Write frames (and the marker) like WriteDoneMarker would; history lists the real files."""
+        from scene_telemetry.telemetry import SceneContext, write_frames_with_marker
+        from scene_telemetry.telemetry._frames import save_png_frames
+        from scene_telemetry.telemetry._paths import plan_save
+
+        assert self.output_dir is not None
+        node, prefix, sizes = _find_inputs(job.prompt)
+        count = job.scenario.frames or sizes.get("batch_size", 2)
+        side_w = min(sizes.get("width", 8), _FRAME_SIDE_CAP)
+        side_h = min(sizes.get("height", 8), _FRAME_SIDE_CAP)
+        images = np.full((count, side_h, side_w, 3), 0.5, dtype=np.float32)
+        prefix = prefix or "fake/frame"
+        if job.scenario.write_marker:
+            context = SceneContext(prompt_id=job.prompt_id, node_id=node)
+            done = write_frames_with_marker(
+                images, self.output_dir, prefix, context=context, embed_metadata=False, workers=1
+            )
+            paths, subfolder = done.frame_paths, done.subfolder
+        else:
+            plan = plan_save(self.output_dir, prefix, side_w, side_h)
+            paths = [plan.folder / plan.frame_name(i) for i in range(count)]
+            save_png_frames(images, paths, info=None, workers=1)
+            subfolder = plan.subfolder
+        images_ui = [{"filename": p.name, "subfolder": subfolder, "type": "output"} for p in paths]
+        key = node if node is not None else next(iter(outputs), "2")
+        return {key: {"images": images_ui}}
+
+    def _history_entry(
+        self, job: _Job, messages: list[dict[str, Any]], final: dict[str, Any], outputs: dict[str, Any]
+    ) -> dict[str, Any]:
+        kept = [m for m in messages if m["type"] in ("execution_start", "execution_cached")] + [final]
+        success = final["type"] == "execution_success"
+        status = {
+            "status_str": "success" if success else "error",
+            "completed": success,
+            "messages": [[m["type"], m["data"]] for m in kept],
+        }
+        if not success:
+            outputs = {}
+        meta = {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in outputs}
+        return {"prompt": job.queue_item(), "outputs": outputs, "status": status, "meta": meta}
+
+
+class _Lost(Exception):
+    """The running job vanished in a restart."""
+
+
+def _invalid_node_reply(prompt: dict[str, Any], node_id: str) -> dict[str, Any]:
+    """ComfyUI's 400 for an unknown class_type, shaped like transcripts/error_invalid_node.json."""
+    class_type = prompt[node_id].get("class_type")
+    return {
+        "error": {
+            "type": "invalid_prompt",
+            "message": f"Cannot execute because node {class_type} does not exist.",
+            "details": f"Node ID '#{node_id}'",
+            "extra_info": {},
+        },
+        "node_errors": {},
+    }
+
+
+@pytest.fixture
+def fake_comfy() -> Iterator[Callable[..., FakeComfy]]:
+    """Factory: ``fake_comfy(Scenario(...), output_dir=...)`` starts a fake; all are stopped on teardown."""
+    started: list[FakeComfy] = []
+
+    def start(*args: Any, **kwargs: Any) -> FakeComfy:
+        fake = FakeComfy(*args, **kwargs).start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
