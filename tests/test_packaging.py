@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,40 +10,13 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from pack_files import archive_files, copy_pack, tracked_files
 
 REPO = Path(__file__).resolve().parents[1]
 TRIPWIRES = re.compile(
     r"\b(import\s+subprocess|from\s+subprocess|os\.system|os\.popen|import\s+socket|urllib\.request|http\.client"
     r"|import\s+requests|import\s+aiohttp|import\s+websockets|from\s+websockets|\beval\(|\bexec\()|rm\s+-rf"
 )
-
-
-def tracked_files() -> list[str]:
-    if not (REPO / ".git").exists():
-        pytest.fail("tests must run in a git checkout (the registry archive is built from tracked files)")
-    out = subprocess.run(["git", "ls-files"], cwd=REPO, check=True, capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if (REPO / line).exists()]
-
-
-def comfyignore_patterns() -> list[str]:
-    lines = (REPO / ".comfyignore").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-
-
-def archive_files() -> list[str]:
-    """Tracked files minus .comfyignore (directory patterns end with '/'), plus [tool.comfy] includes."""
-    patterns = comfyignore_patterns()
-    includes = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["comfy"].get("includes", [])
-
-    def ignored(path: str) -> bool:
-        for pattern in patterns:
-            if pattern.endswith("/") and (path.startswith(pattern) or f"/{pattern}" in f"/{path}"):
-                return True
-            if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(Path(path).name, pattern):
-                return True
-        return False
-
-    return sorted({p for p in tracked_files() if not ignored(p)} | set(includes))
 
 
 def test_archive_has_no_subprocess_or_network_code() -> None:
@@ -94,16 +65,6 @@ def test_dependencies_never_torch_or_deprecated_pynvml(source: str) -> None:
     assert not names & {"torch", "torchvision", "torchaudio", "pynvml", "atomicwrites"}
 
 
-def _copy_as_custom_node(tmp_path: Path, folder_name: str) -> Path:
-    target = tmp_path / "custom_nodes" / folder_name
-    target.mkdir(parents=True)
-    for name in archive_files():
-        destination = target / name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, destination)
-    return target
-
-
 _LOAD_LIKE_COMFYUI = textwrap.dedent(
     """
     import importlib.util, json, os, sys, threading
@@ -133,7 +94,7 @@ _LOAD_LIKE_COMFYUI = textwrap.dedent(
 def test_loads_as_comfyui_custom_node_under_any_folder_name(tmp_path: Path, folder_name: str) -> None:
     import json
 
-    pack = _copy_as_custom_node(tmp_path, folder_name)
+    pack = copy_pack(tmp_path / "custom_nodes" / folder_name)
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     result = subprocess.run(
