@@ -1,0 +1,147 @@
+import assert from "node:assert/strict";
+import { register } from "node:module";
+import { test } from "node:test";
+
+import { FakeNode, fakeDocument, fakeNodeType } from "./fakes.mjs";
+
+register("./hooks.mjs", import.meta.url);
+const { app } = await import("./stubs/app.mjs");
+await import("../../web/js/node_text.js");
+const lib = await import("../../web/js/lib/node_text.js");
+
+const validatorDef = { name: "SceneTelemetry_RunSummaryValidator" };
+
+async function registeredType(nodeData, calls = []) {
+  const NodeType = fakeNodeType(calls);
+  for (const extension of app.extensions) await extension.beforeRegisterNodeDef?.(NodeType, nodeData, app);
+  return NodeType;
+}
+
+test("registers one extension under the pack's namespace", () => {
+  assert.deepEqual(
+    app.extensions.map((e) => e.name),
+    ["scene-telemetry.nodeText"],
+  );
+});
+
+test("wrapped onExecuted calls the original with the node and output, and returns its result", async () => {
+  const calls = [];
+  const NodeType = await registeredType({ name: "SceneTelemetry_WriteDoneMarker" }, calls);
+  const node = new NodeType();
+  const output = { text: ["8 file(s), 0.9 MiB → scene"], images: [] };
+  globalThis.document = fakeDocument;
+  try {
+    assert.equal(node.onExecuted(output), "original-result");
+  } finally {
+    delete globalThis.document;
+  }
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0].self, node);
+  assert.equal(calls[0].output, output);
+  assert.deepEqual(
+    node.widgets.map((w) => [w.name, w.value]),
+    [[lib.TEXT_WIDGET, "8 file(s), 0.9 MiB → scene"]],
+  );
+});
+
+test("text lines are shown in one read-only, non-serialised widget that is reused", () => {
+  const NodeType = fakeNodeType([]);
+  lib.wrapOnExecuted(NodeType, { name: "SceneTelemetry_GPUSnapshot" }, fakeDocument);
+  const node = new NodeType();
+  node.onExecuted({ text: ["GPU 0: 1.2 GiB used", "torch peak 0.8 GiB"] });
+  node.onExecuted({ text: ["GPU 0: 3.4 GiB used"] });
+  const widgets = node.widgets.filter((w) => w.name === lib.TEXT_WIDGET);
+  assert.equal(widgets.length, 1);
+  assert.equal(widgets[0].value, "GPU 0: 3.4 GiB used");
+  assert.equal(widgets[0].element.readOnly, true);
+  assert.equal(widgets[0].element.tagName, "TEXTAREA");
+  assert.equal(widgets[0].options.serialize, false);
+  assert.equal(widgets[0].serialize, false);
+  assert.deepEqual(node.size, [240, 100]);
+  assert.ok(node.dirty >= 2);
+});
+
+test("null output (cached node without ui) and missing original are accepted", () => {
+  class Bare extends FakeNode {}
+  lib.wrapOnExecuted(Bare, { name: "SceneTelemetry_Collector" }, fakeDocument);
+  const node = new Bare();
+  assert.equal(node.onExecuted(null), undefined);
+  assert.equal(node.onExecuted({ images: [] }), undefined);
+  assert.equal(node.widgets.length, 0);
+});
+
+test("other packs' nodes are left untouched", async () => {
+  const NodeType = fakeNodeType([]);
+  const original = NodeType.prototype.onExecuted;
+  assert.equal(lib.wrapOnExecuted(NodeType, { name: "SaveImage" }, fakeDocument), false);
+  assert.equal(NodeType.prototype.onExecuted, original);
+  const Other = fakeNodeType([]);
+  const otherOriginal = Other.prototype.onExecuted;
+  for (const extension of app.extensions) await extension.beforeRegisterNodeDef?.(Other, { name: "PreviewAny" }, app);
+  assert.equal(Other.prototype.onExecuted, otherOriginal);
+});
+
+for (const [text, verdict] of [
+  [["PASS: 14 fields agree"], "PASS"],
+  [["", "FAIL: 2 mismatches", "FrameCount 80 != 81"], "FAIL"],
+  [["pass (lower case)"], "PASS"],
+]) {
+  test(`validator node turns ${verdict === "PASS" ? "green" : "red"} for ${JSON.stringify(text[0] || text[1])}`, () => {
+    const NodeType = fakeNodeType([]);
+    lib.wrapOnExecuted(NodeType, validatorDef, fakeDocument);
+    const node = new NodeType();
+    node.onExecuted({ text });
+    assert.equal(node.color, lib.VERDICT_COLORS[verdict].color);
+    assert.equal(node.bgcolor, lib.VERDICT_COLORS[verdict].bgcolor);
+  });
+}
+
+test("verdict colour follows the latest run and ignores text without a verdict", () => {
+  const NodeType = fakeNodeType([]);
+  lib.wrapOnExecuted(NodeType, validatorDef, fakeDocument);
+  const node = new NodeType();
+  node.onExecuted({ text: ["FAIL: FrameCount differs"] });
+  node.onExecuted({ text: ["PASS"] });
+  assert.equal(node.bgcolor, lib.VERDICT_COLORS.PASS.bgcolor);
+  node.onExecuted({ text: ["no run summary found"] });
+  assert.equal(node.bgcolor, lib.VERDICT_COLORS.PASS.bgcolor);
+  assert.equal(lib.verdictOf(["PASSED?"]), "PASS");
+  assert.equal(lib.verdictOf(["SURPASS"]), null);
+});
+
+test("only the validator is coloured", () => {
+  const NodeType = fakeNodeType([]);
+  lib.wrapOnExecuted(NodeType, { name: "SceneTelemetry_Collector" }, fakeDocument);
+  const node = new NodeType();
+  node.onExecuted({ text: ["FAIL looks like a verdict but this is the collector"] });
+  assert.equal(node.color, undefined);
+});
+
+test("a bare ui string is one line, not characters", () => {
+  assert.deepEqual(lib.textLines({ text: "PASS" }), ["PASS"]);
+  assert.deepEqual(lib.textLines(null), []);
+});
+
+test("falls back to a disabled litegraph text widget without DOM widgets", () => {
+  const added = [];
+  const node = {
+    addWidget(type, name, value, callback, options) {
+      const widget = { type, name, value, options };
+      added.push(widget);
+      return widget;
+    },
+  };
+  lib.showText(node, ["a", "b"], undefined);
+  assert.equal(added.length, 1);
+  assert.equal(added[0].disabled, true);
+  assert.equal(added[0].serialize, false);
+  assert.equal(added[0].value, "a\nb");
+});
+
+test("the app import resolves to the front end's /scripts/app.js when served", async () => {
+  const { readFile } = await import("node:fs/promises");
+  const source = await readFile(new URL("../../web/js/node_text.js", import.meta.url), "utf8");
+  const served = "http://127.0.0.1:8188/extensions/scene-telemetry/js/node_text.js";
+  const specifiers = [...source.matchAll(/from\s+"([^"]+)"/g)].map((m) => new URL(m[1], served).pathname);
+  assert.ok(specifiers.includes("/scripts/app.js"), specifiers.join(", "));
+});

@@ -1,0 +1,2 @@
+// Stand-in for the front end's scripts/api.js.
+export const api = new EventTarget();

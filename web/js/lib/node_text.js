@@ -1,0 +1,89 @@
+// Pure helpers for showing a node's `ui.text` in the editor (no imports: testable in Node).
+// ComfyUI calls node.onExecuted(output) with the node's ui dict ({text: [...], images: [...]})
+// or null for a cached node that never had ui; images render by themselves, text does not.
+
+export const PACK_PREFIX = "SceneTelemetry_";
+export const VALIDATOR_NODE = "SceneTelemetry_RunSummaryValidator";
+export const TEXT_WIDGET = "scene_telemetry_text";
+
+// litegraph's own green/red node colours (LGraphCanvas.node_colors), so themes stay consistent.
+export const VERDICT_COLORS = {
+  PASS: { color: "#232", bgcolor: "#353" },
+  FAIL: { color: "#322", bgcolor: "#533" },
+};
+
+export function isPackNode(name) {
+  return typeof name === "string" && name.startsWith(PACK_PREFIX);
+}
+
+/** The ui text as lines: accepts null, a list of strings, or a bare string. */
+export function textLines(output) {
+  const text = output?.text;
+  if (text == null) return [];
+  return (Array.isArray(text) ? text : [text]).map(String);
+}
+
+/** "PASS" / "FAIL" when the first non-empty line starts with it, else null. */
+export function verdictOf(lines) {
+  const first = lines.find((line) => line.trim() !== "")?.trim().toUpperCase() ?? "";
+  return Object.keys(VERDICT_COLORS).find((verdict) => first.startsWith(verdict)) ?? null;
+}
+
+function createTextWidget(node, doc) {
+  if (typeof node.addDOMWidget === "function" && doc?.createElement) {
+    const area = doc.createElement("textarea");
+    area.readOnly = true;
+    area.className = "comfy-multiline-input";
+    area.style.opacity = "0.85";
+    // serialize: false keeps this widget out of widgets_values and out of the API prompt.
+    return node.addDOMWidget(TEXT_WIDGET, "customtext", area, {
+      serialize: false,
+      getValue: () => area.value,
+      setValue: (value) => {
+        area.value = value;
+      },
+    });
+  }
+  // Fallback for front ends without DOM widgets: a plain litegraph text widget, disabled.
+  const widget = node.addWidget("text", TEXT_WIDGET, "", () => {}, { serialize: false });
+  widget.disabled = true;
+  return widget;
+}
+
+/** Show *lines* in one read-only widget on *node*, creating it on first use. */
+export function showText(node, lines, doc = globalThis.document) {
+  let widget = node.widgets?.find((w) => w.name === TEXT_WIDGET);
+  if (!widget) {
+    widget = createTextWidget(node, doc);
+    widget.serialize = false;
+    const wanted = node.computeSize?.();
+    if (wanted && node.size) node.setSize?.([Math.max(node.size[0], wanted[0]), Math.max(node.size[1], wanted[1])]);
+  }
+  widget.value = lines.join("\n");
+  return widget;
+}
+
+/** Colour the node green/red for a PASS/FAIL verdict; other text leaves it alone. */
+export function applyVerdict(node, verdict) {
+  const colors = VERDICT_COLORS[verdict];
+  if (!colors) return false;
+  node.color = colors.color;
+  node.bgcolor = colors.bgcolor;
+  return true;
+}
+
+/** Wrap nodeType.prototype.onExecuted so this pack's nodes show their ui text (and verdict). */
+export function wrapOnExecuted(nodeType, nodeData, doc = globalThis.document) {
+  if (!isPackNode(nodeData?.name)) return false;
+  const original = nodeType.prototype.onExecuted;
+  nodeType.prototype.onExecuted = function (output) {
+    const result = original?.call(this, output);
+    const lines = textLines(output);
+    if (lines.length === 0) return result;
+    showText(this, lines, doc);
+    if (nodeData.name === VALIDATOR_NODE) applyVerdict(this, verdictOf(lines));
+    this.setDirtyCanvas?.(true, true);
+    return result;
+  };
+  return true;
+}
