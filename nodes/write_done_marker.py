@@ -81,6 +81,7 @@ class WriteDoneMarker:
             return {"ui": {"text": [_ui_text(result.body)]}, "result": (result.as_output(),)}
         if images is None:
             raise InvalidInputError("connect 'images' (frames to save) or 'filenames' (files to mark)")
+        _comfy.throw_if_interrupted()
         embed = not _comfy.metadata_disabled()
         result = write_frames_with_marker(
             images,

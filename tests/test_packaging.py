@@ -148,3 +148,44 @@ def test_node_modules_import_comfyui_only_lazily() -> None:
             assert not re.match(r"(import|from)\s+(comfy|comfy_execution|server|folder_paths|torch)\b", line), (
                 f"{path.name}: {line}"
             )
+
+
+def test_wheel_holds_the_library_and_the_command(tmp_path: Path) -> None:
+    """``pip install .`` builds this wheel: the package, its schemas and the console script; no tests."""
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("scene_telemetry-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    assert {"scene_telemetry/__init__.py", "scene_telemetry/telemetry/schemas/done-marker.json"} <= names
+    assert "scene_telemetry/cli/main.py" in names and "scene_telemetry/nodes/write_done_marker.py" in names
+    assert not any(n.startswith(("tests/", "scene_telemetry/tests/", "benchmarks/")) for n in names)
+    assert "scene-telemetry = scene_telemetry.cli.main:main" in entry_points
+    code = "import scene_telemetry.telemetry as t; print(t.__file__); print(len(t.load_schema('common')['$defs']))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+    )
+    installed_file, defs = result.stdout.split()
+    assert installed_file.startswith(str(tmp_path / "site")) and int(defs) > 0
