@@ -85,6 +85,9 @@ for (const [text, verdict] of [
   [["PASS: 14 fields agree"], "PASS"],
   [["", "FAIL: 2 mismatches", "FrameCount 80 != 81"], "FAIL"],
   [["pass (lower case)"], "PASS"],
+  [["/out/run-1: OK: 12 passed, 0 failed, 0 unreadable, 0 warning(s), 0 skipped"], "PASS"],
+  [["C:\\runs\\r1: FAILED: 10 passed, 2 failed, 0 unreadable, 0 warning(s), 0 skipped"], "FAIL"],
+  [["/out/run-1: UNREADABLE: 0 passed, 0 failed, 1 unreadable"], "FAIL"],
 ]) {
   test(`validator node turns ${verdict === "PASS" ? "green" : "red"} for ${JSON.stringify(text[0] || text[1])}`, () => {
     const NodeType = fakeNodeType([]);
@@ -107,6 +110,9 @@ test("verdict colour follows the latest run and ignores text without a verdict",
   assert.equal(node.bgcolor, lib.VERDICT_COLORS.PASS.bgcolor);
   assert.equal(lib.verdictOf(["PASSED?"]), "PASS");
   assert.equal(lib.verdictOf(["SURPASS"]), null);
+  assert.equal(lib.verdictOf(["PASSPORT photo"]), null);
+  assert.equal(lib.verdictOf(["/runs/FAILED-batch: OK: 3 passed"]), "PASS");
+  assert.equal(lib.verdictOf(["12 passed, 0 failed"]), null);
 });
 
 test("only the validator is coloured", () => {

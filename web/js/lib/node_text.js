@@ -23,10 +23,16 @@ export function textLines(output) {
   return (Array.isArray(text) ? text : [text]).map(String);
 }
 
-/** "PASS" / "FAIL" when the first non-empty line starts with it, else null. */
+// The first line's leading word (or the word after "<run dir>: ", as telemetry/_validate.py's
+// verdict line "<run_dir>: OK: 12 passed, …" has it) decides the colour.
+const VERDICT_WORDS = { PASS: "PASS", PASSED: "PASS", OK: "PASS", FAIL: "FAIL", FAILED: "FAIL", UNREADABLE: "FAIL" };
+const VERDICT_RE = /(?:^|:\s+)(PASSED|PASS|OK|FAILED|FAIL|UNREADABLE)\b/;
+
+/** "PASS" / "FAIL" from the first non-empty line, else null. */
 export function verdictOf(lines) {
   const first = lines.find((line) => line.trim() !== "")?.trim().toUpperCase() ?? "";
-  return Object.keys(VERDICT_COLORS).find((verdict) => first.startsWith(verdict)) ?? null;
+  const match = VERDICT_RE.exec(first);
+  return match ? VERDICT_WORDS[match[1]] : null;
 }
 
 function createTextWidget(node, doc) {
