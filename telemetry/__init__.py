@@ -6,6 +6,7 @@ into these functions.
 """
 
 from ._atomic import atomic_write_bytes, atomic_write_text, sweep_stale_temps
+from ._collect import RunFiles, build_run_metadata, build_scene_telemetry, write_run
 from ._contract import (
     DOCUMENT_KINDS,
     SCHEMA_VERSION,
@@ -26,43 +27,59 @@ from ._errors import (
     ValidationFailed,
 )
 from ._gpu import gpu_contract_fields, ram_sample, reset_torch_peaks, take_snapshot
+from ._layout import ARTIFACT_METADATA_NAME, RUN_SUMMARY_NAME, telemetry_file_name
 from ._marker import build_marker, commit_marker, read_marker, verify_marker
 from ._meta import PACKAGE_VERSION
 from ._paths import SavePlan, plan_save
+from ._report import CheckRow, ValidationReport
+from ._summary import parse_summary, render_summary
+from ._validate import validate_run
 from ._wait import wait_for_done
 
 __all__ = [
+    "ARTIFACT_METADATA_NAME",
     "DOCUMENT_KINDS",
     "PACKAGE_VERSION",
+    "RUN_SUMMARY_NAME",
     "SCHEMA_VERSION",
+    "CheckRow",
     "ClientError",
     "ContractError",
     "DoneResult",
     "DoneTimeoutError",
     "InvalidInputError",
     "MarkerError",
+    "RunFiles",
     "SavePlan",
     "SceneContext",
     "ServerUnavailable",
     "TelemetryError",
     "UnsafePathError",
     "ValidationFailed",
+    "ValidationReport",
     "atomic_write_bytes",
     "atomic_write_text",
     "build_marker",
+    "build_run_metadata",
+    "build_scene_telemetry",
     "commit_marker",
     "contract_errors",
     "gpu_contract_fields",
     "load_schema",
     "mark_files",
+    "parse_summary",
     "plan_save",
     "ram_sample",
     "read_marker",
+    "render_summary",
     "reset_torch_peaks",
     "sweep_stale_temps",
     "take_snapshot",
+    "telemetry_file_name",
     "validate_document",
+    "validate_run",
     "verify_marker",
     "wait_for_done",
     "write_frames_with_marker",
+    "write_run",
 ]
