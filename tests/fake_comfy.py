@@ -32,6 +32,7 @@ or through the :func:`fake_comfy` fixture factory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import socket
@@ -113,8 +114,9 @@ class _Job:
 
 
 def load_transcript(case: str) -> dict[str, Any]:
-    """One recorded transcript (a fresh copy)."""
-    data: dict[str, Any] = json.loads((TRANSCRIPTS / "transcripts" / CASE_FILES[case]).read_text("utf-8"))
+    """One recorded transcript (a fresh copy): a Scenario case or a transcript file stem."""
+    name = CASE_FILES.get(case, f"{case}.json")
+    data: dict[str, Any] = json.loads((TRANSCRIPTS / "transcripts" / name).read_text("utf-8"))
     return data
 
 
@@ -672,9 +674,9 @@ def _invalid_node_reply(prompt: dict[str, Any], node_id: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def fake_comfy() -> Iterator[Callable[..., FakeComfy]]:
-    """Factory: ``fake_comfy(Scenario(...), output_dir=...)`` starts a fake; all are stopped on teardown."""
+@contextlib.contextmanager
+def fake_servers() -> Iterator[Callable[..., FakeComfy]]:
+    """Yield ``start(*args, **kwargs) -> FakeComfy``; every fake started is stopped on exit."""
     started: list[FakeComfy] = []
 
     def start(*args: Any, **kwargs: Any) -> FakeComfy:
@@ -682,6 +684,19 @@ def fake_comfy() -> Iterator[Callable[..., FakeComfy]]:
         started.append(fake)
         return fake
 
-    yield start
-    for fake in started:
-        fake.stop()
+    try:
+        yield start
+    finally:
+        for fake in started:
+            fake.stop()
+
+
+@pytest.fixture
+def fake_comfy() -> Iterator[Callable[..., FakeComfy]]:
+    """Factory: ``fake_comfy(Scenario(...), output_dir=...)`` starts a fake; all are stopped on teardown.
+
+    Test modules re-declare it locally (``with fake_servers() as start: yield start``) until the
+    root conftest lists this module in ``pytest_plugins``.
+    """
+    with fake_servers() as start:
+        yield start
