@@ -492,9 +492,8 @@ def apply_runner_inputs(
 
     - WriteDoneMarker: ``filename_prefix`` = the scene's ``filename_prefix`` field when the
       mapping does not route it elsewhere, else :func:`default_prefix` unless the mapping set
-      it; ``scene_id`` = the scene id when empty.
-    - SceneTelemetryCollector: ``queue_policy`` = *policy_json*; ``scene_id`` = the scene id
-      when empty.
+      it; ``scene_id`` = the scene id unless the mapping sets ``scene_id``.
+    - SceneTelemetryCollector: ``queue_policy`` = *policy_json*; ``scene_id`` as above.
     """
     markers = nodes_of_class(prompt, MARKER_CLASS)
     prefix: str | None = None
@@ -504,14 +503,14 @@ def apply_runner_inputs(
             chosen = str(scene.values.get(PREFIX_FIELD) or default_prefix(run_id, scene.id))
             # A second marker node must not share the first one's .done file.
             inputs[PREFIX_FIELD] = chosen if position == 0 else f"{chosen}-{nid}"
-        if not inputs.get("scene_id"):
+        if "scene_id" not in mapping:  # the graph's own scene_id would name every scene alike
             inputs["scene_id"] = scene.id
         if prefix is None and isinstance(inputs.get(PREFIX_FIELD), str):
             prefix = inputs[PREFIX_FIELD]
     for nid in nodes_of_class(prompt, COLLECTOR_CLASS):
         inputs = prompt[nid].setdefault("inputs", {})
         inputs["queue_policy"] = policy_json
-        if not inputs.get("scene_id"):
+        if "scene_id" not in mapping:
             inputs["scene_id"] = scene.id
     return prefix
 

@@ -1,0 +1,232 @@
+"""``scene-telemetry run``: run a scene list through a ComfyUI server, headless.
+
+Exit codes (also in docs/runner.md):
+
+====  ==========================================================================
+0     every scene succeeded (verified or runner-forced marker) and the run folder validates
+2     bad command line, policy value or input file (workflow, scenes, mapping)
+10    the server did not answer ``/system_stats`` (3 tries, 500 ms apart)
+11    the server lacks node classes the workflow needs (or this pack)
+12    ``/object_info`` failed
+13    the workflow or mapping does not fit ``/object_info``; nothing was queued
+20    at least one scene did not succeed (its ``HistoryExitReason`` says why)
+21    every scene succeeded but the run folder failed validation
+====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..telemetry._errors import InvalidInputError
+from ..telemetry._meta import utc_now
+from ._console import emit, emit_json, error
+from .policy import add_policy_arguments, describe_policy, policy_from_args
+from .preflight import DEFAULT_MIN_FREE_VRAM_MB, run_preflight
+from .scenes import check_mapping, check_workflow, load_mapping, load_scenes, load_workflow, required_classes
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_WORKFLOW_INVALID = 13
+EXIT_SCENES_FAILED = 20
+EXIT_RUN_INVALID = 21
+
+PROGRESS_MIN_INTERVAL_S = 0.2
+"""A terminal line per sampler step would flood; redraw at most this often."""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a workflow for every scene of a list on a ComfyUI server (headless)",
+        description="Validate the workflow and mapping against the server, queue each scene with its own "
+        "prompt_id, wait for completion and its done marker within the queue policy, and write a run folder "
+        "(artifact-metadata.json, run-summary.txt). Exit codes: 0 all ok, 2 usage, 10 server unreachable, "
+        "11 node classes missing, 12 /object_info failed, 13 workflow/mapping invalid, 20 a scene failed, "
+        "21 run folder invalid.",
+    )
+    parser.add_argument("workflow", help="API-format workflow (JSON)")
+    parser.add_argument("--scenes", required=True, metavar="FILE", help="scene list (JSON or YAML)")
+    parser.add_argument("--mapping", metavar="FILE", help="scene field → node input mapping (JSON or YAML)")
+    parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI URL (default %(default)s)")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
+    parser.add_argument("--run-id", help="run id (default: run-<UTC time>-<random>; --resume reads it from RUN_DIR)")
+    parser.add_argument(
+        "--comfy-output-dir",
+        metavar="DIR",
+        help="ComfyUI's output folder when it is on this machine (markers via file events; else via /view)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue RUN_DIR: keep finished scenes, re-attach")
+    parser.add_argument(
+        "--min-free-vram-mb",
+        type=float,
+        default=DEFAULT_MIN_FREE_VRAM_MB,
+        help="warn below this much free VRAM (default %(default)g, 0 = off)",
+    )
+    parser.add_argument("--no-gpu", action="store_true", help="skip the server-side GPU snapshots")
+    parser.add_argument("--json", action="store_true", help="machine-readable events and result on stdout")
+    add_policy_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .client import ComfyClient
+    from .runner import Runner, RunOptions, read_state_run_id
+
+    try:
+        policy = policy_from_args(args)
+        workflow = load_workflow(args.workflow)
+        scenes = load_scenes(args.scenes)
+        mapping = load_mapping(args.mapping) if args.mapping else {}
+    except InvalidInputError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    run_dir = Path(args.out)
+    run_id = args.run_id or (read_state_run_id(run_dir) if args.resume else None) or _new_run_id()
+    client = ComfyClient(args.server)
+    report = run_preflight(
+        client, required_classes(workflow), server=args.server, min_free_vram_mb=args.min_free_vram_mb
+    )
+    for warning in report.warnings:
+        _say(args, {"event": "warning", "message": warning}, f"warning: {warning}")
+    if report.failure is not None:
+        _fail(args, "preflight", report.failure.reason)
+        return report.failure.exit_code
+    problems = check_workflow(workflow, report.object_info) + check_mapping(
+        scenes, workflow, mapping, report.object_info
+    )
+    if problems:
+        if args.json:
+            emit_json({"event": "invalid", "problems": [str(p) for p in problems]})
+        for problem in problems:
+            error(str(problem))
+        error(f"{len(problems)} problem(s); nothing was queued")
+        return EXIT_WORKFLOW_INVALID
+    options = RunOptions(
+        server=args.server,
+        run_dir=run_dir,
+        policy=policy,
+        run_id=run_id,
+        comfy_output_dir=Path(args.comfy_output_dir).resolve() if args.comfy_output_dir else None,
+        resume=args.resume,
+        gpu_snapshots=not args.no_gpu,
+        comfyui_version=report.comfyui_version,
+    )
+    _say(
+        args,
+        {"event": "run_start", "run_id": run_id, "scenes": len(scenes), "policy": policy.as_dict()},
+        f"run {run_id}: {len(scenes)} scene(s), {describe_policy(policy)}",
+    )
+    progress = Progress(args.json, workflow)
+    result = Runner(client, workflow, mapping, options, on_event=progress).run(scenes)
+    code = EXIT_OK if result.ok else (EXIT_SCENES_FAILED if not all(s.ok for s in result.scenes) else EXIT_RUN_INVALID)
+    if args.json:
+        emit_json(
+            {
+                "event": "result",
+                "run_id": result.run_id,
+                "run_dir": str(result.run_dir),
+                "ok": result.ok,
+                "exit_code": code,
+                "validation_ok": result.validation_ok,
+                "scenes": [
+                    {
+                        "scene": s.scene_id,
+                        "prompt_id": s.prompt_id,
+                        "exit_reason": s.exit_reason,
+                        "ok": s.ok,
+                        "detail": s.document.get("ExitDetail"),
+                        "forced_copy": s.document.get("ForcedCopyTriggered"),
+                    }
+                    for s in result.scenes
+                ],
+            }
+        )
+    else:
+        verdict = "ok" if result.ok else ("scene(s) failed" if code == EXIT_SCENES_FAILED else "validation failed")
+        emit(f"run {result.run_id}: {verdict}; run folder {result.run_dir}")
+    return code
+
+
+def _new_run_id() -> str:
+    return f"run-{utc_now().strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+
+
+def _say(args: argparse.Namespace, event: dict[str, Any], text: str) -> None:
+    if args.json:
+        emit_json(event)
+    else:
+        emit(text, stream=sys.stderr)
+
+
+def _fail(args: argparse.Namespace, stage: str, reason: str) -> None:
+    if args.json:
+        emit_json({"event": "failed", "stage": stage, "reason": reason})
+    error(reason)
+
+
+class Progress:
+    """Runner events → terminal lines (stderr, redrawn) or JSON lines (stdout); quiet in CI and pipes."""
+
+    def __init__(self, json_mode: bool, workflow: dict[str, Any], *, interactive: bool | None = None) -> None:
+        self.json_mode = json_mode
+        self.workflow = workflow
+        self.interactive = _interactive() if interactive is None else interactive
+        self._last_draw = 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "ws":
+            self._ws(str(event.get("scene")), event.get("message") or {})
+        elif self.json_mode:
+            emit_json(event)
+        elif event.get("event") in ("scene_start", "scene_end", "retry", "scene_skipped"):
+            emit(_describe(event), stream=sys.stderr)
+
+    def _ws(self, scene: str, message: dict[str, Any]) -> None:
+        kind, data = message.get("type"), message.get("data") or {}
+        if kind == "progress":
+            line = {
+                "event": "progress",
+                "scene": scene,
+                "node": data.get("node"),
+                "value": data.get("value"),
+                "max": data.get("max"),
+            }
+        elif kind == "executing" and data.get("node"):
+            line = {"event": "executing", "scene": scene, "node": data.get("node")}
+        else:
+            return
+        if self.json_mode:
+            emit_json(line)
+        elif self.interactive and time.monotonic() - self._last_draw >= PROGRESS_MIN_INTERVAL_S:
+            self._last_draw = time.monotonic()
+            node = str(line["node"])
+            cls = (self.workflow.get(node) or {}).get("class_type", "?")
+            step = f" {line['value']}/{line['max']}" if kind == "progress" else ""
+            sys.stderr.write(f"\r\x1b[2K{scene}: node {node} ({cls}){step}")
+            sys.stderr.flush()
+
+
+def _describe(event: dict[str, Any]) -> str:
+    scene = event.get("scene")
+    if event["event"] == "scene_start":
+        return f"\r\x1b[2K{scene}: queued" if _interactive() else f"{scene}: queued"
+    if event["event"] == "retry":
+        return f"{scene}: {event.get('reason')}, retry {event.get('retry')}"
+    if event["event"] == "scene_skipped":
+        return f"{scene}: skipped ({event.get('reason')})"
+    forced = " (runner-forced marker)" if event.get("forced_copy") else ""
+    detail = f": {event.get('detail')}" if event.get("detail") and not event.get("ok") else ""
+    prefix = "\r\x1b[2K" if _interactive() else ""
+    return f"{prefix}{scene}: {event.get('exit_reason')}{forced}{detail}"
+
+
+def _interactive() -> bool:
+    """A terminal that is not CI: progress redraws; otherwise one line per scene event."""
+    return sys.stderr.isatty() and not os.environ.get("CI")

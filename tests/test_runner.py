@@ -1,0 +1,249 @@
+"""The headless runner against the fault-injecting ComfyUI stand-in (tests/fake_comfy.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_comfy import FakeComfy, Scenario
+from scene_telemetry.cli.client import ComfyClient
+from scene_telemetry.cli.main import main
+from scene_telemetry.cli.policy import QueuePolicy
+from scene_telemetry.cli.preflight import (
+    EXIT_NODES_MISSING,
+    EXIT_SERVER_UNREACHABLE,
+    run_preflight,
+)
+from scene_telemetry.cli.runner import STATE_FILE, Runner, RunOptions, prompt_id_for
+from scene_telemetry.cli.scenes import MARKER_CLASS, Scene, parse_mapping
+from scene_telemetry.telemetry import read_marker, validate_document
+from scene_telemetry.telemetry._validate import validate_run
+
+# Small budgets: every failure path must end quickly, and within them.
+FAST = QueuePolicy(
+    max_wait_seconds=5.0,
+    history_poll_interval_seconds=0.05,
+    max_attempt_count=0,
+    post_execution_timeout_seconds=0.5,
+    scene_retry_budget=1,
+)
+QUIET_S = 0.1
+
+WORKFLOW: dict[str, Any] = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 3, "color": 0}},
+    "2": {"class_type": "ImageAddNoise", "inputs": {"image": ["1", 0], "seed": 1, "strength": 0.5}},
+    "3": {"class_type": MARKER_CLASS, "inputs": {"images": ["2", 0], "filename_prefix": "x/frame", "scene_id": ""}},
+}
+MAPPING = parse_mapping({"seed": "id:2.seed"})
+
+
+def _runner(fake: FakeComfy, tmp_path: Path, *, policy: QueuePolicy = FAST, local: bool = True, **kw: Any) -> Runner:
+    options = RunOptions(
+        server=fake.url,
+        run_dir=tmp_path / "run",
+        policy=policy,
+        run_id=kw.pop("run_id", "run1"),
+        comfy_output_dir=fake.output_dir if local else None,
+        forced_quiet_period_s=QUIET_S,
+        marker_poll_interval_s=0.05,
+        gpu_snapshots=False,
+        server_grace_s=kw.pop("server_grace_s", 2.0),
+        **kw,
+    )
+    return Runner(ComfyClient(fake.url, request_timeout_s=2.0), WORKFLOW, MAPPING, options)
+
+
+def _scenes(*ids: str) -> list[Scene]:
+    return [Scene(sid, {"seed": n}) for n, sid in enumerate(ids)]
+
+
+def test_scenes_succeed_with_verified_markers_and_a_valid_run_folder(tmp_path: Path, output_dir: Path) -> None:
+    with FakeComfy(Scenario(), output_dir=output_dir) as fake:
+        result = _runner(fake, tmp_path).run(_scenes("a", "b"))
+    assert result.ok and result.validation_ok
+    assert [s.exit_reason for s in result.scenes] == ["success", "success"]
+    prompts = [body["prompt"] for body in fake.submissions]
+    assert [p["3"]["inputs"]["filename_prefix"] for p in prompts] == ["run1/a/frame", "run1/b/frame"]
+    assert [p["2"]["inputs"]["seed"] for p in prompts] == [0, 1]
+    assert [b["prompt_id"] for b in fake.submissions] == [prompt_id_for("run1", s, 1) for s in ("a", "b")]
+    for outcome in result.scenes:
+        doc = outcome.document
+        validate_document(doc, "scene-telemetry")
+        assert doc["Writer"] == "runner" and doc["DoneMarkerDetected"] is True
+        assert doc["ForcedCopyTriggered"] is False and doc["SceneAttempts"] == 1
+        assert doc["ExecutionSuccessDetected"] is True and doc["HistoryAttempts"] >= 1
+        assert doc["PollLimit"] == "unbounded" and doc["MaxWaitSeconds"] == FAST.max_wait_seconds
+        assert doc["Frames"]["Count"] == 3 and doc["Frames"]["Subfolder"] == f"run1/{outcome.scene_id}"
+        marker = read_marker(output_dir / "run1" / outcome.scene_id / "frame.done")
+        assert marker["PromptId"] == outcome.prompt_id and marker["Source"] == "node"
+    metadata = json.loads((tmp_path / "run" / "artifact-metadata.json").read_text())
+    assert metadata["Writer"] == "runner" and metadata["SceneCount"] == 2
+    assert validate_run(tmp_path / "run", output_dir=output_dir).ok
+
+
+def test_execution_error_spends_the_retry_budget(tmp_path: Path, output_dir: Path) -> None:
+    with FakeComfy([Scenario(case="error"), Scenario()], output_dir=output_dir) as fake:
+        result = _runner(fake, tmp_path).run(_scenes("a"))
+    doc = result.scenes[0].document
+    assert result.ok and doc["SceneAttempts"] == 2 and doc["HistoryExitReason"] == "success"
+    assert len({b["prompt_id"] for b in fake.submissions}) == 2  # a retry is a new prompt, the old history stays
+
+
+def test_execution_error_without_budget_is_final(tmp_path: Path, output_dir: Path) -> None:
+    policy = QueuePolicy(5.0, 0.05, 0, 0.5, scene_retry_budget=0)
+    with FakeComfy(Scenario(case="error"), output_dir=output_dir) as fake:
+        result = _runner(fake, tmp_path, policy=policy).run(_scenes("a"))
+    doc = result.scenes[0].document
+    assert not result.ok and doc["HistoryExitReason"] == "executionError"
+    assert doc["SceneAttempts"] == 1 and doc["Frames"] is None and doc["ExitDetail"]
+    assert len(fake.submissions) == 1
+
+
+def test_validation_error_is_final_and_spends_nothing(tmp_path: Path, output_dir: Path) -> None:
+    with FakeComfy(Scenario(reject="bad_input"), output_dir=output_dir) as fake:
+        result = _runner(fake, tmp_path).run(_scenes("a"))
+    doc = result.scenes[0].document
+    assert doc["HistoryExitReason"] == "validationError" and doc["SceneAttempts"] == 1
+    assert doc["PromptId"] is None and "prompt_outputs_failed_validation" in doc["ExitDetail"]
+    assert len(fake.submissions) == 1
+
+
+def test_missing_marker_falls_back_to_a_forced_marker_loudly(
+    tmp_path: Path, output_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with FakeComfy(Scenario(write_marker=False), output_dir=output_dir) as fake:
+        started = time.monotonic()
+        result = _runner(fake, tmp_path).run(_scenes("a"))
+        elapsed = time.monotonic() - started
+    doc = result.scenes[0].document
+    assert doc["HistoryExitReason"] == "success" and doc["ForcedCopyTriggered"] is True
+    assert doc["DoneMarkerDetected"] is False and doc["DoneMarkerWaitSeconds"] >= FAST.post_execution_timeout_seconds
+    marker = read_marker(output_dir / "run1" / "a" / "frame.done")
+    assert marker["Source"] == "runner-forced" and marker["FrameCount"] == 3
+    assert any("forced" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert result.ok and elapsed < FAST.post_execution_timeout_seconds + QUIET_S + 3.0
+
+
+def test_history_never_written_ends_as_post_execution(tmp_path: Path, output_dir: Path) -> None:
+    with FakeComfy(Scenario(history_never=True), output_dir=output_dir) as fake:
+        started = time.monotonic()
+        result = _runner(fake, tmp_path).run(_scenes("a"))
+        elapsed = time.monotonic() - started
+    doc = result.scenes[0].document
+    assert doc["HistoryExitReason"] == "postExecution"
+    assert doc["HistoryPostExecutionTimeoutReached"] is True and doc["ExecutionSuccessDetected"] is True
+    assert not result.ok and elapsed < FAST.post_execution_timeout_seconds + 3.0
+
+
+def test_prompt_lost_to_a_restart_is_resubmitted_within_budget(tmp_path: Path, output_dir: Path) -> None:
+    scenarios = [Scenario(restart_after=3, down_s=0.3), Scenario()]
+    with FakeComfy(scenarios, output_dir=output_dir) as fake:
+        result = _runner(fake, tmp_path).run(_scenes("a"))
+    doc = result.scenes[0].document
+    assert fake.restarts == 1
+    assert doc["HistoryExitReason"] == "success" and doc["SceneAttempts"] == 2 and result.ok
+
+
+def test_remote_server_marker_through_view_copies_frames(tmp_path: Path, output_dir: Path) -> None:
+    with FakeComfy(Scenario(), output_dir=output_dir) as fake:
+        result = _runner(fake, tmp_path, local=False).run(_scenes("a"))
+    assert result.ok and result.scenes[0].document["DoneMarkerDetected"] is True
+    assert any(path.startswith("/view?filename=frame.done") for _, path in fake.requests)
+    copy = tmp_path / "run" / "a"
+    assert read_marker(copy / "frame.done")["FrameCount"] == len(list(copy.glob("*.png"))) == 3
+    assert validate_run(tmp_path / "run").ok
+
+
+def test_resume_keeps_finished_scenes_and_submits_nothing_again(tmp_path: Path, output_dir: Path) -> None:
+    with FakeComfy(Scenario(), output_dir=output_dir) as fake:
+        first = _runner(fake, tmp_path).run(_scenes("a"))
+        assert json.loads((tmp_path / "run" / STATE_FILE).read_text())["RunId"] == "run1"
+        second = _runner(fake, tmp_path, resume=True).run(_scenes("a", "b"))
+    assert first.ok and second.ok
+    assert [b["prompt_id"] for b in fake.submissions] == [prompt_id_for("run1", s, 1) for s in ("a", "b")]
+    assert second.scenes[0].document == first.scenes[0].document
+
+
+def test_resume_reattaches_to_a_known_prompt(tmp_path: Path, output_dir: Path) -> None:
+    with FakeComfy(Scenario(), output_dir=output_dir) as fake:
+        client = ComfyClient(fake.url)
+        prompt_id = prompt_id_for("run1", "a", 1)
+        runner = _runner(fake, tmp_path, resume=True)
+        runner.state["Scenes"]["a"] = {"PromptIds": [prompt_id], "Document": None}
+        prompt = json.loads(json.dumps(WORKFLOW))
+        prompt["3"]["inputs"]["filename_prefix"] = "run1/a/frame"
+        client.submit(prompt, prompt_id=prompt_id)  # an earlier run's submission, finished meanwhile
+        deadline = time.monotonic() + 5
+        while client.history(prompt_id) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        result = runner.run(_scenes("a"))
+    assert len(fake.submissions) == 1 and result.ok
+    assert result.scenes[0].prompt_id == prompt_id
+
+
+def test_preflight_failures_have_distinct_codes(output_dir: Path) -> None:
+    with FakeComfy(Scenario(), system_stats_500=5) as fake:
+        sleeps: list[float] = []
+        report = run_preflight(ComfyClient(fake.url), ["EmptyImage"], server=fake.url, sleep=sleeps.append)
+        assert report.failure is not None and report.failure.exit_code == EXIT_SERVER_UNREACHABLE
+        assert sleeps == [0.5, 0.5] and report.system_stats_tries == 3
+    with FakeComfy(Scenario()) as fake:
+        report = run_preflight(ComfyClient(fake.url), ["EmptyImage", "NoSuchNode"], server=fake.url)
+        assert report.failure is not None and report.failure.exit_code == EXIT_NODES_MISSING
+        assert "NoSuchNode" in report.failure.reason and "EmptyImage" not in report.failure.reason
+
+
+def test_preflight_warns_on_low_vram() -> None:
+    stats = json.loads(
+        (Path(__file__).resolve().parents[2] / "shared/comfyui-0.8.0/transcripts/system_stats.json").read_text()
+    )
+    stats["devices"] = [dict(stats["devices"][0], type="cuda", index=0, name="cuda:0 RTX", vram_free=512 * 2**20)]
+    with FakeComfy(Scenario(), system_stats=stats) as fake:
+        report = run_preflight(ComfyClient(fake.url), ["EmptyImage"], server=fake.url, min_free_vram_mb=1024)
+    assert report.ok and report.warnings == ["low VRAM: 512 MiB free on cuda:0 RTX (threshold 1024 MiB)"]
+
+
+def _write_inputs(tmp_path: Path, mapping: dict[str, Any]) -> list[str]:
+    (tmp_path / "wf.json").write_text(json.dumps(WORKFLOW))
+    (tmp_path / "scenes.yaml").write_text("- id: a\n  seed: 3\n")
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    return [
+        str(tmp_path / "wf.json"),
+        "--scenes",
+        str(tmp_path / "scenes.yaml"),
+        "--mapping",
+        str(tmp_path / "map.json"),
+    ]
+
+
+def test_cli_run_json_result_and_exit_code(
+    tmp_path: Path, output_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeComfy(Scenario(), output_dir=output_dir) as fake:
+        argv = ["run", *_write_inputs(tmp_path, {"seed": "id:2.seed"}), "--server", fake.url]
+        argv += ["--out", str(tmp_path / "run"), "--comfy-output-dir", str(output_dir), "--json", "--no-gpu"]
+        code = main([*argv, "--fast-iteration", "--run-id", "r9"])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    assert events[-1]["event"] == "result" and events[-1]["ok"] is True
+    assert events[-1]["scenes"][0]["exit_reason"] == "success"
+    assert fake.submissions[0]["prompt"]["3"]["inputs"]["filename_prefix"] == "r9/a/frame"
+
+
+def test_cli_invalid_mapping_queues_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeComfy(Scenario()) as fake:
+        argv = ["run", *_write_inputs(tmp_path, {"seed": "id:2.sead"}), "--server", fake.url]
+        code = main([*argv, "--out", str(tmp_path / "run"), "--no-gpu"])
+    assert code == 13 and fake.submissions == []
+    assert "mapping field 'seed' → node 2 (ImageAddNoise): has no input 'sead'" in capsys.readouterr().err
+
+
+def test_cli_bad_policy_value_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", *_write_inputs(tmp_path, {}), "--out", str(tmp_path / "run"), "--max-wait-seconds", "-3"]
+    assert main(argv) == 2
+    assert "--max-wait-seconds" in capsys.readouterr().err
