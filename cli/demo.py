@@ -73,9 +73,11 @@ def _run_graph(images: Any, scene_id: str) -> dict[str, Any]:
     if "SceneTelemetry_GPUSnapshot" in names:
         _, after = _node("GPUSnapshot").snapshot(images, "after")["result"]
         if "SceneTelemetry_Collector" in names:
-            collected = _node("Collector").collect(outputs["done_marker"], before, after, scene_id)
+            collected = _node("Collector").collect(
+                done_marker=outputs["done_marker"], scene_id=scene_id, gpu_before=before, gpu_after=after
+            )
             outputs["telemetry"] = collected["result"][0]
             if "SceneTelemetry_RunSummaryValidator" in names:
-                verdict = _node("RunSummaryValidator").validate(outputs["telemetry"], False)
+                verdict = _node("RunSummaryValidator").validate(fail_on_mismatch=False, telemetry=outputs["telemetry"])
                 outputs["validation"] = verdict["result"]
     return outputs

@@ -108,6 +108,26 @@ def policy_fields(policy: Mapping[str, Any] | None) -> dict[str, Any]:
     return fields
 
 
+MAX_POLICY_TEXT_CHARS = 4096
+"""The five knobs as JSON fit in ~200 characters; anything longer is not a policy."""
+
+
+def parse_policy_text(text: str | None) -> dict[str, Any] | None:
+    """The collector's ``queue_policy`` widget: '' → None (editor run), else a JSON object of the knobs."""
+    if text is None or not text.strip():
+        return None
+    if len(text) > MAX_POLICY_TEXT_CHARS:
+        raise InvalidInputError(f"queue_policy is over {MAX_POLICY_TEXT_CHARS} characters", field="queue_policy")
+    try:
+        policy = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"queue_policy is not valid JSON: {exc}", field="queue_policy") from exc
+    if not isinstance(policy, dict):
+        raise InvalidInputError("queue_policy must be a JSON object of the policy knobs", field="queue_policy")
+    policy_fields(policy)  # refuse bad keys and values now, with the knob's name
+    return policy
+
+
 def _positive_seconds(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise InvalidInputError(
@@ -232,6 +252,43 @@ def _frames(body: Mapping[str, Any], marker_path: Path) -> dict[str, Any]:
         "Subfolder": body["Subfolder"],
         "MarkerName": marker_path.name,
     }
+
+
+def collect_scene(
+    *,
+    marker: Mapping[str, Any],
+    scene_id: str | None,
+    gpu_before: Mapping[str, Any] | None,
+    gpu_after: Mapping[str, Any] | None,
+    policy: Mapping[str, Any] | None,
+    prompt_id: str | None,
+    queue_start_ms: float | None,
+    comfyui_version: str | None,
+) -> tuple[dict[str, Any], RunFiles]:
+    """An editor run end to end: the scene, a one-scene run (RunId = prompt_id), written beside the frames.
+
+    ExecutionStartedAt and the DurationSeconds start follow :func:`execution_start`.
+    """
+    body = marker.get("body") if isinstance(marker, Mapping) else None
+    if not isinstance(body, Mapping) or "CreatedAt" not in body or "marker_path" not in marker:
+        raise InvalidInputError("done_marker is not a DONE_MARKER value", field="done_marker")
+    started_at, started_monotonic = execution_start(gpu_before, body)
+    scene = build_scene_telemetry(
+        marker=marker,
+        scene_id=scene_id,
+        gpu_before=gpu_before,
+        gpu_after=gpu_after,
+        policy=policy,
+        prompt_id=prompt_id,
+        queue_start_ms=queue_start_ms,
+        execution_started_at=started_at,
+        started_monotonic=started_monotonic,
+        comfyui_version=comfyui_version,
+    )
+    metadata = build_run_metadata(
+        [scene], run_id=prompt_id or new_run_id(), writer="graph", comfyui_version=comfyui_version
+    )
+    return scene, write_run(Path(str(marker["marker_path"])).parent, metadata)
 
 
 def new_run_id() -> str:
