@@ -279,7 +279,7 @@ def nvidia_smi_reading(rows: list[dict[str, Any]]) -> Reading | str:
 
 
 def _nvidia_smi_tier(_hint: Any) -> Reading | str:
-    rows, reason = probe_nvidia_smi()
+    rows, reason = probe_nvidia_smi(timeout_s=NVIDIA_SMI_TIMEOUT_S)
     return nvidia_smi_reading(rows) if rows is not None else (reason or "no answer")
 
 
@@ -293,7 +293,7 @@ def take_remote_snapshot(label: str, base_url: str | None) -> dict[str, Any]:
     """
     notes: list[str] = []
     if base_url:
-        reply, stats_notes = probe_system_stats(base_url)
+        reply, stats_notes = probe_system_stats(base_url, tries=SYSTEM_STATS_TRIES, delay_s=SYSTEM_STATS_DELAY_S)
         notes.extend(stats_notes)
         if reply is not None:
             reading = attempt("system_stats", lambda _hint: parse_system_stats(reply), None)
