@@ -239,10 +239,14 @@ def select_device(devices: Sequence[dict[str, Any]], hint: DeviceHint | None) ->
 
 
 def comfy_device_hint() -> tuple[DeviceHint | None, str | None]:
-    """ComfyUI's compute device (``get_torch_device()``), or (None, None) outside ComfyUI."""
-    try:
-        import comfy.model_management as mm
-    except ImportError:
+    """ComfyUI's compute device (``get_torch_device()``), or (None, None) outside ComfyUI.
+
+    ComfyUI imports ``comfy.model_management`` before it loads any custom node, so
+    "already imported" is the test for "under ComfyUI": a dictionary lookup instead
+    of a failed import (a sys.path scan) on every snapshot outside ComfyUI.
+    """
+    mm = sys.modules.get("comfy.model_management")
+    if mm is None:
         return None, None
     try:
         device = mm.get_torch_device()
