@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError
 
 from ._compare import compare_summary, instant, is_whole
 from ._contract import DocumentKind, validator_for
@@ -110,11 +110,16 @@ def contract_rows(document: Any, kind: DocumentKind, file: str, scene_of: SceneN
 
 
 def _leaf_errors(error: ValidationError) -> Iterator[ValidationError]:
-    """Descend into oneOf/anyOf so that an unknown field inside ``Frames`` is reported as one."""
+    """Descend into oneOf/anyOf so that an unknown field inside ``Frames`` is reported as one.
+
+    A branch that failed only on its ``type`` is the wrong branch (``null`` for an
+    object): report the errors of the branches of the right type instead.
+    """
     if error.validator in ("oneOf", "anyOf") and error.context:
-        match = best_match(error.context)
-        if match is not None:
-            yield from _leaf_errors(match)
+        relevant = [e for e in error.context if e.validator != "type"]
+        if relevant:
+            for sub in relevant:
+                yield from _leaf_errors(sub)
             return
     yield error
 
