@@ -349,9 +349,11 @@ class FakeComfy:
         for job in self._running + self._pending:
             job.interrupt.set()
         tasks = [t for t in (self._worker, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Python 3.11's wait_for can swallow a cancel that races its inner future: cancel until done.
+        while any(not t.done() for t in tasks):
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=0.05)
         await self._go_down(lose_state=False)
         assert self._runner is not None
         await self._runner.cleanup()

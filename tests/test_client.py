@@ -7,6 +7,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_comfy import FakeComfy, Scenario, fake_servers, load_transcript
@@ -34,9 +35,9 @@ def frames_prompt(prefix: str = "scene/frame", batch: int = 3) -> dict[str, dict
     }
 
 
-def collect_until(events: EventStream, prompt_id: str, last_type: str) -> list[dict[str, object]]:
+def collect_until(events: EventStream, prompt_id: str, last_type: str) -> list[dict[str, Any]]:
     """Messages until *last_type* for *prompt_id* arrives (fails after EVENT_TIMEOUT_S of silence)."""
-    seen: list[dict[str, object]] = []
+    seen: list[dict[str, Any]] = []
     while True:
         event = events.next_event(EVENT_TIMEOUT_S)
         assert event is not None, f"no {last_type} after {[e['type'] for e in seen]}"
