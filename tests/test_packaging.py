@@ -13,10 +13,13 @@ import tomllib
 from pack_files import archive_files, copy_pack, tracked_files
 
 REPO = Path(__file__).resolve().parents[1]
-TRIPWIRES = re.compile(
+PY_TRIPWIRES = re.compile(
     r"\b(import\s+subprocess|from\s+subprocess|os\.system|os\.popen|import\s+socket|urllib\.request|http\.client"
-    r"|import\s+requests|import\s+aiohttp|import\s+websockets|from\s+websockets|\beval\(|\bexec\()|rm\s+-rf"
+    r"|import\s+requests|import\s+aiohttp|import\s+websockets|from\s+websockets|(?<![.\w])eval\(|(?<![.\w])exec\()"
+    r"|rm\s+-rf"
 )
+# In JavaScript `regex.exec(` is harmless; eval and the Function constructor are not.
+JS_TRIPWIRES = re.compile(r"(?<![.\w])eval\(|new\s+Function\(|rm\s+-rf")
 
 
 def test_archive_has_no_subprocess_or_network_code() -> None:
@@ -25,9 +28,10 @@ def test_archive_has_no_subprocess_or_network_code() -> None:
     assert not any(f.startswith(("cli/", "tests/", "benchmarks/")) for f in files)
     offenders = []
     for name in files:
-        if name.endswith((".py", ".js", ".sh", "Dockerfile")):
+        pattern = JS_TRIPWIRES if name.endswith((".js", ".mjs")) else PY_TRIPWIRES
+        if name.endswith((".py", ".js", ".mjs", ".sh", "Dockerfile")):
             for number, line in enumerate((REPO / name).read_text(encoding="utf-8").splitlines(), 1):
-                if TRIPWIRES.search(line):
+                if pattern.search(line):
                     offenders.append(f"{name}:{number}: {line.strip()}")
     assert offenders == []
 
