@@ -247,3 +247,30 @@ def test_cli_bad_policy_value_is_a_usage_error(tmp_path: Path, capsys: pytest.Ca
     argv = ["run", *_write_inputs(tmp_path, {}), "--out", str(tmp_path / "run"), "--max-wait-seconds", "-3"]
     assert main(argv) == 2
     assert "--max-wait-seconds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("scenario", "reason", "ok"),
+    [
+        (Scenario(history_delay_s=0.2), "success", True),
+        (Scenario(drop_ws_after=2, ws_refuse_s=0.3), "success", True),
+        (Scenario(history_500=2), "success", True),
+        (Scenario(case="interrupted"), "interrupted", False),
+        (Scenario(restart_after=3, down_s=None), "serverLost", False),
+    ],
+    ids=["history-late", "ws-dropped", "http-500", "interrupted", "server-gone"],
+)
+def test_each_fault_ends_within_budget_with_its_exit_reason(
+    tmp_path: Path, output_dir: Path, scenario: Scenario, reason: str, ok: bool
+) -> None:
+    grace = 0.5
+    with FakeComfy(scenario, output_dir=output_dir) as fake:
+        started = time.monotonic()
+        result = _runner(fake, tmp_path, server_grace_s=grace).run(_scenes("a"))
+        elapsed = time.monotonic() - started
+    doc = result.scenes[0].document
+    assert doc["HistoryExitReason"] == reason and result.scenes[0].ok is ok
+    assert doc["SceneAttempts"] == 1  # none of these spends the retry budget
+    assert (doc["Frames"] is not None) is ok and doc["DoneMarkerDetected"] is ok
+    assert (doc["ExitDetail"] is None) is ok
+    assert elapsed < FAST.max_wait_seconds
