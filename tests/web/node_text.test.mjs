@@ -85,6 +85,8 @@ for (const [text, verdict] of [
   [["PASS: 14 fields agree"], "PASS"],
   [["", "FAIL: 2 mismatches", "FrameCount 80 != 81"], "FAIL"],
   [["pass (lower case)"], "PASS"],
+  [["OK: 12 passed, 0 failed, 0 unreadable, 0 warning(s), 0 skipped"], "PASS"],
+  [["FAILED: 10 passed, 2 failed, 0 unreadable, 0 warning(s), 0 skipped", "FAIL  marker FrameCount"], "FAIL"],
   [["/out/run-1: OK: 12 passed, 0 failed, 0 unreadable, 0 warning(s), 0 skipped"], "PASS"],
   [["C:\\runs\\r1: FAILED: 10 passed, 2 failed, 0 unreadable, 0 warning(s), 0 skipped"], "FAIL"],
   [["/out/run-1: UNREADABLE: 0 passed, 0 failed, 1 unreadable"], "FAIL"],

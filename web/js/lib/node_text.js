@@ -23,8 +23,8 @@ export function textLines(output) {
   return (Array.isArray(text) ? text : [text]).map(String);
 }
 
-// The first line's leading word (or the word after "<run dir>: ", as telemetry/_validate.py's
-// verdict line "<run_dir>: OK: 12 passed, …" has it) decides the colour.
+// The first line's leading word decides the colour: nodes/validator.py puts the verdict line first
+// ("OK: 12 passed, …", "FAILED: …", "UNREADABLE: …"); a "<run dir>: " prefix (render_text) is accepted too.
 const VERDICT_WORDS = { PASS: "PASS", PASSED: "PASS", OK: "PASS", FAIL: "FAIL", FAILED: "FAIL", UNREADABLE: "FAIL" };
 const VERDICT_RE = /(?:^|:\s+)(PASSED|PASS|OK|FAILED|FAIL|UNREADABLE)\b/;
 
