@@ -274,3 +274,42 @@ def test_each_fault_ends_within_budget_with_its_exit_reason(
     assert (doc["Frames"] is not None) is ok and doc["DoneMarkerDetected"] is ok
     assert (doc["ExitDetail"] is None) is ok
     assert elapsed < FAST.max_wait_seconds
+
+
+def test_collector_record_beside_the_frames_is_merged(tmp_path: Path, output_dir: Path) -> None:
+    import numpy as np
+    from scene_telemetry.cli.runner import MarkerOutcome
+    from scene_telemetry.telemetry import SceneContext, write_frames_with_marker
+    from scene_telemetry.telemetry._collect import build_run_metadata, build_scene_telemetry, write_run
+
+    prompt_id = prompt_id_for("run1", "a", 1)
+    done = write_frames_with_marker(
+        np.zeros((2, 8, 8, 3), dtype=np.float32),
+        output_dir,
+        "run1/a/frame",
+        context=SceneContext(prompt_id=prompt_id, scene_id="a"),
+        embed_metadata=False,
+    )
+    graph = build_scene_telemetry(
+        marker=done.as_output(),
+        scene_id="a",
+        gpu_before=None,
+        gpu_after=None,
+        policy=FAST.as_dict(),
+        prompt_id=prompt_id,
+        queue_start_ms=None,
+        execution_started_at="2026-01-02T03:04:05.000Z",
+        started_monotonic=None,
+        comfyui_version="0.8.0",
+    )
+    write_run(done.marker_path.parent, build_run_metadata([graph], run_id=prompt_id, writer="graph"))
+    with FakeComfy(Scenario()) as fake:
+        runner = _runner(fake, tmp_path)
+        marker = MarkerOutcome(detected=True, body=done.body, folder=done.marker_path.parent)
+        runner_fields = {"HistoryExitReason": "success", "SceneAttempts": 1, "DoneMarkerDetected": True}
+        doc = runner._scene_document(Scene("a"), prompt_id, None, marker, None, runner_fields)
+    validate_document(doc, "scene-telemetry")
+    assert doc["Writer"] == "runner" and doc["SceneAttempts"] == 1 and doc["DoneMarkerDetected"] is True
+    assert doc["ExecutionStartedAt"] == "2026-01-02T03:04:05.000Z"  # the graph's own observation is kept
+    assert doc["Versions"]["ComfyUI"] == "0.8.0" and doc["Frames"] == graph["Frames"]
+    assert doc["PollLimit"] == "unbounded" and doc["SceneRetryBudget"] == FAST.scene_retry_budget
