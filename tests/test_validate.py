@@ -7,12 +7,15 @@ import copy
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from run_factory import NOTES, Run, edited, make_run, replace_line, write_pair
 from scene_telemetry.telemetry import validate_run
+from scene_telemetry.telemetry._contract import validator_for
 from scene_telemetry.telemetry._report import ValidationReport
 from scene_telemetry.telemetry._safe_read import MAX_INPUT_BYTES
+from scene_telemetry.telemetry._validate import bundled_validator, validate_metadata_file
 
 
 @pytest.fixture
@@ -391,3 +394,39 @@ def test_report_renders_and_serialises(run: Run) -> None:
     text = report.render_text(problems_only=True).splitlines()
     assert text[0].endswith("FAILED: " + report.verdict_line().split(": ", 1)[1])
     assert text[1].startswith("FAIL  retry-budget") and "summary=3 metadata=1" in text[1]
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: None,
+        lambda d: d["Scenes"][0]["GPU"].update(VramAfterMB=-1),
+        lambda d: d["Scenes"][0]["Frames"].update(Fps=1),
+        lambda d: d["Scenes"][0].update(Frames=None),
+        lambda d: d["Scenes"][0]["Frames"].update(MarkerName="a/b.done"),
+        lambda d: d["Scenes"][0].pop("GPU"),
+        lambda d: d["Scenes"][0].update(QueueStart="yesterday", PollLimit="0"),
+        lambda d: d["Scenes"][0]["System"].update(Before={"RamTotalMB": 1}),
+        lambda d: d["Versions"].update(Python=3),
+        lambda d: d.update(SchemaVersion="scene-telemetry/2", Scenes={}),
+    ],
+)
+def test_bundled_schema_gives_the_contracts_verdicts(run: Run, mutate: Any) -> None:
+    document = run.metadata()
+    mutate(document)
+    expected = sorted(
+        (list(e.absolute_path), e.message) for e in validator_for("artifact-metadata").iter_errors(document)
+    )
+    actual = sorted(
+        (list(e.absolute_path), e.message) for e in bundled_validator("artifact-metadata").iter_errors(document)
+    )
+    assert actual == expected
+
+
+def test_validate_metadata_file(run: Run, tmp_path: Path) -> None:
+    assert [r.verdict for r in validate_metadata_file(run.metadata_path)] == ["pass"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(edited(run.metadata(), SceneRetryBudget=-1)), "utf-8")
+    assert [(r.check, r.scene, r.field) for r in validate_metadata_file(bad)] == [
+        ("contract", "s01", "Scenes[0].SceneRetryBudget")
+    ]
