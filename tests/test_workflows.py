@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +265,69 @@ def test_conversion_drops_muted_and_note_nodes(object_info: dict[str, Any]) -> N
     prompt = ui_to_api(workflow, object_info)
     assert str(validator["id"]) not in prompt and "99" not in prompt
     assert len(prompt) == len(workflow["nodes"]) - 2
+
+
+# --- the shipped model-free prompt runs through the real pack nodes ------------------------------
+
+
+def _empty_image(width: int, height: int, batch_size: int, color: int) -> tuple[Any]:
+    """Stand-in for core EmptyImage (not under test): a [B, H, W, 3] float batch like ComfyUI's."""
+    torch = pytest.importorskip("torch")
+    rgb = torch.tensor([(color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF], dtype=torch.float32) / 255.0
+    return (rgb.expand(batch_size, height, width, 3).clone(),)
+
+
+def _image_add_noise(image: Any, seed: int, strength: float) -> tuple[Any]:
+    """Stand-in for core ImageAddNoise (not under test)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return ((image + strength * torch.randn(image.shape, generator=generator)).clamp(0.0, 1.0),)
+
+
+StandIn = Callable[..., tuple[Any, ...]]
+CORE_STAND_INS: dict[str, StandIn] = {"EmptyImage": _empty_image, "ImageAddNoise": _image_add_noise}
+
+
+def run_prompt_in_process(prompt: dict[str, Any]) -> dict[str, Any]:
+    """Execute an API prompt in id order of dependencies, the way ComfyUI feeds FUNCTION its inputs."""
+    results: dict[str, tuple[Any, ...]] = {}
+    uis: dict[str, Any] = {}
+    pending = dict(prompt)
+    while pending:
+        ready = [nid for nid, node in pending.items() if all(v[0] in results for v in _links(node))]
+        assert ready, f"cycle or dangling link among {sorted(pending)}"
+        for nid in ready:
+            node = pending.pop(nid)
+            kwargs = {k: results[v[0]][v[1]] if v in _links(node) else v for k, v in node["inputs"].items()}
+            cls = NODE_CLASS_MAPPINGS.get(node["class_type"])
+            if cls is None:
+                results[nid] = CORE_STAND_INS[node["class_type"]](**kwargs)
+                continue
+            returned = getattr(cls(), cls.FUNCTION)(**kwargs)
+            results[nid] = tuple(returned["result"]) if isinstance(returned, dict) else tuple(returned)
+            uis[nid] = returned.get("ui") if isinstance(returned, dict) else None
+    return {"results": results, "ui": uis}
+
+
+def _links(node: dict[str, Any]) -> list[list[Any]]:
+    return [v for v in node["inputs"].values() if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)]
+
+
+def test_model_free_prompt_runs_through_the_pack_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scene_telemetry.nodes._comfy import FALLBACK_OUTPUT_ENV
+    from scene_telemetry.telemetry import contract_errors, verify_marker
+
+    monkeypatch.setenv(FALLBACK_OUTPUT_ENV, str(tmp_path))
+    prompt = load(API_DIR / "scene_telemetry_model_free.json")
+    ids = {node["class_type"]: nid for nid, node in prompt.items()}
+    run = run_prompt_in_process(prompt)
+
+    marker = tmp_path / "scene-telemetry" / "model-free" / "frame.done"
+    body = verify_marker(marker)
+    assert contract_errors(body, "done-marker") == []
+    assert (body["SceneId"], body["FrameCount"]) == ("model-free", 8)
+    ok, report = run["results"][ids["SceneTelemetry_RunSummaryValidator"]]
+    assert ok is True, report
+    assert run["ui"][ids["SceneTelemetry_RunSummaryValidator"]]["text"][0].startswith("OK")
+    assert all(run["ui"][nid]["text"] for nid, n in prompt.items() if n["class_type"].startswith("SceneTelemetry_"))
