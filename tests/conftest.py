@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from comfy_server import ComfyServer, start_server, stop_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -46,3 +47,11 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.fail(f"reference data missing: {SHARED_DIR} (shared/ must sit beside the repository)")
     return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
+    """One real ComfyUI (``main.py --cpu``) with this pack for the whole e2e tier; startup takes seconds."""
+    server = start_server(tmp_path_factory.mktemp("comfy"))
+    yield server
+    stop_server(server)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from comfy_server import ComfyServer, comfyui_dir, start_server, stop_server
+from comfy_server import ComfyServer, comfyui_dir
 from PIL import Image
 from scene_telemetry.telemetry import contract_errors, verify_marker
 
@@ -18,14 +17,6 @@ pytestmark = [
         reason="end-to-end tier skipped: set COMFYUI_DIR to a ComfyUI 0.8.0 checkout to run it",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
-    """One ComfyUI server for the module (startup takes seconds)."""
-    server = start_server(tmp_path_factory.mktemp("comfy"))
-    yield server
-    stop_server(server)
 
 
 def model_free(prefix: str, seed: int = 1, frames: int = 4) -> dict[str, Any]:
