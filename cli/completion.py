@@ -78,6 +78,7 @@ CONFIRM_BACKOFF_MAX_S = 0.25
 REFUSED_RETRY_S = 0.5
 """Probe interval while connections are refused (never longer than the poll interval), so a
 restarted server is found quickly and the lost-prompt check runs early."""
+DRAIN_MAX_MESSAGES = 10_000  # bound on buffered messages handed to on_event when the wait ends
 MIN_REQUEST_TIMEOUT_S = 0.05  # a request at the very end of the budget still gets a chance
 TRACEBACK_KEEP_LINES = 6  # the innermost frames name the failing call; the rest is noise
 TRACEBACK_LINE_CHARS = 400
@@ -284,6 +285,18 @@ class _Waiter:
         elif kind == "executing" and data.get("node") is None:
             self.next_poll = self.clock()  # sent after the history write: read it now
 
+    def _drain_events(self) -> None:
+        """Hand already-received messages to on_event (a prompt confirmed by the first poll has a full buffer)."""
+        if self.events is None or self.on_event is None:
+            return
+        for _ in range(DRAIN_MAX_MESSAGES):
+            event = self.events.next_event(0)
+            if event is None:
+                return
+            data = event.get("data")
+            if not isinstance(data, dict) or data.get("prompt_id", self.prompt_id) == self.prompt_id:
+                self.on_event(event)
+
     def _final(self, reason: str, error: dict[str, Any] | None) -> None:
         if self.final_at is None:
             self.final_at = self.clock()
@@ -375,6 +388,7 @@ class _Waiter:
     ) -> CompletionResult:
         if reason != "success":
             logger.info("prompt %s ended: %s (%s)", self.prompt_id, reason, detail)
+        self._drain_events()
         return CompletionResult(
             exit_reason=reason,
             history_attempts=self.attempts,

@@ -331,9 +331,8 @@ class FakeComfy:
         if self._up and self._site is not None:
             await self._site.stop()
         self._up = False
-        for ws in list(self._sockets.values()):
-            await ws.close()
         self._sockets.clear()
+        self._abort_connections()
         if lose_state:
             self.restarts += 1
             self._history.clear()
@@ -344,6 +343,14 @@ class FakeComfy:
             assert self._queue is not None
             while not self._queue.empty():
                 self._queue.get_nowait()
+
+    def _abort_connections(self) -> None:
+        """Reset every open connection, websockets included, as a crashed process would (no close frame)."""
+        server = self._runner.server if self._runner is not None else None
+        for handler in list(server.connections if server is not None else []):
+            transport = handler.transport
+            if transport is not None:
+                transport.abort()
 
     async def _shutdown(self) -> None:
         for job in self._running + self._pending:
