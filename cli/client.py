@@ -22,9 +22,10 @@ only to the socket whose ``clientId`` equals the prompt's ``client_id``, and mis
 not replayed, so :class:`EventStream` must be connected before the prompt is posted.
 
 Errors: a refused connection raises :class:`ServerUnavailable` (the server is down or
-restarting); a timeout raises :class:`ServerTimeout` (a busy server is not a dead one); other
-transport failures :class:`TransportError`; an unexpected HTTP status :class:`HttpStatusError`;
-a rejected prompt :class:`PromptRejected`. All are :class:`ClientError`. Requests are never
+restarting); a timeout raises :class:`ServerTimeout` (a busy server is not a dead one); an
+unexpected HTTP status :class:`HttpStatusError`; a rejected prompt :class:`PromptRejected`; other
+transport failures (reset, closed mid-reply) a plain :class:`ClientError`. All live in
+``telemetry/_errors.py``. Requests are never
 retried here: the caller owns the policy (``completion.py``), and ``POST /prompt`` stays
 idempotent only because the caller chooses the ``prompt_id``.
 
@@ -50,7 +51,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from ..telemetry._errors import ClientError, ServerUnavailable
+from ..telemetry._errors import ClientError, HttpStatusError, PromptRejected, ServerTimeout, ServerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ __all__ = [
     "PromptRejected",
     "ServerTimeout",
     "ServerUnavailable",
-    "TransportError",
 ]
 
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
@@ -81,49 +81,6 @@ so a restarting server is retried about as often as it is polled (comfy-catapult
 WS_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """execution_error carries ``current_inputs`` reprs that can exceed websockets' 1 MiB default."""
 _ERROR_BODY_CHARS = 300  # enough of an unexpected error body for a one-line message
-
-
-class HttpStatusError(ClientError):
-    """ComfyUI answered with an unexpected HTTP status (5xx, 404 …)."""
-
-    def __init__(self, message: str, *, status: int, body: str = "", url: str | None = None) -> None:
-        super().__init__(message, path=url)
-        self.status = status
-        self.body = body
-
-
-class ServerTimeout(ClientError):
-    """No reply within the request timeout: the server is slow, not necessarily dead."""
-
-
-class TransportError(ClientError):
-    """The connection broke for another reason (reset, closed mid-reply, DNS)."""
-
-
-class PromptRejected(ClientError):
-    """``POST /prompt`` refused the graph (HTTP 400) or dropped outputs (200 with ``node_errors``).
-
-    ``queued`` is True for the 200 case: ComfyUI still runs the outputs that validated, under
-    ``prompt_id``; interrupt it if a partial run is unwanted.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int,
-        error: dict[str, Any] | None = None,
-        node_errors: dict[str, Any] | None = None,
-        prompt_id: str | None = None,
-        queued: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error or {}
-        self.error_type: str = str(self.error.get("type", "node_errors" if queued else "unknown"))
-        self.node_errors = node_errors or {}
-        self.prompt_id = prompt_id
-        self.queued = queued
 
 
 def rejection_summary(error: dict[str, Any], node_errors: dict[str, Any]) -> str:
@@ -264,7 +221,7 @@ class ComfyClient:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         if isinstance(reason, (TimeoutError, socket.timeout)):
             return ServerTimeout(f"no reply within {timeout:g} s: {method} {url}", path=url)
-        return TransportError(f"{method} {url} failed: {reason!r}", path=url)
+        return ClientError(f"{method} {url} failed: {reason!r}", path=url)
 
     def _check_status(self, status: int, data: bytes, path: str) -> None:
         if 200 <= status < 300:

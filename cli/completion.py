@@ -34,15 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..telemetry._meta import iso_from_epoch_ms
-from .client import (
-    ClientError,
-    ComfyClient,
-    EventStream,
-    HttpStatusError,
-    ServerTimeout,
-    ServerUnavailable,
-    TransportError,
-)
+from .client import ClientError, ComfyClient, EventStream, HttpStatusError, ServerUnavailable
 from .policy import QueuePolicy
 
 logger = logging.getLogger(__name__)
@@ -312,7 +304,7 @@ class _Waiter:
             entry = self.client.history(self.prompt_id, timeout_s=timeout)
         except ServerUnavailable as exc:
             return self._on_refused(now, exc)
-        except (HttpStatusError, ServerTimeout, TransportError) as exc:
+        except ClientError as exc:  # timeout, HTTP 5xx, reset: a sick or slow server, not a dead one
             logger.warning("prompt %s: history poll failed (%s); retrying", self.prompt_id, exc)
             self._recovered()
             self.empty_polls += isinstance(exc, HttpStatusError)

@@ -10,7 +10,10 @@
     ├── DoneTimeoutError       wait_for_done gave up
     ├── ValidationFailed       RunSummaryValidator found disagreements
     └── ClientError            the headless runner could not talk to ComfyUI
-        └── ServerUnavailable  connection refused past the grace period
+        ├── ServerUnavailable  connection refused (lost once past the grace period)
+        ├── ServerTimeout      no reply in time: slow, not dead
+        ├── HttpStatusError    an unexpected HTTP status (.status)
+        └── PromptRejected     POST /prompt refused the graph (.error_type, .node_errors)
 
 Every error keeps its keyword arguments as attributes so callers can report the
 file and field without parsing the message.
@@ -19,13 +22,17 @@ file and field without parsing the message.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "ClientError",
     "ContractError",
     "DoneTimeoutError",
+    "HttpStatusError",
     "InvalidInputError",
     "MarkerError",
+    "PromptRejected",
+    "ServerTimeout",
     "ServerUnavailable",
     "TelemetryError",
     "UnsafePathError",
@@ -84,4 +91,43 @@ class ClientError(TelemetryError):
 
 
 class ServerUnavailable(ClientError):
-    """The ComfyUI server refused connections for longer than the grace period."""
+    """The ComfyUI server refused the connection (the waiter declares it lost after a grace period)."""
+
+
+class ServerTimeout(ClientError):
+    """No reply within the request timeout: the server is slow, not necessarily dead."""
+
+
+class HttpStatusError(ClientError):
+    """ComfyUI answered with an unexpected HTTP status (5xx, 404 …)."""
+
+    def __init__(self, message: str, *, status: int, body: str = "", url: str | None = None) -> None:
+        super().__init__(message, path=url)
+        self.status = status
+        self.body = body
+
+
+class PromptRejected(ClientError):
+    """``POST /prompt`` refused the graph (HTTP 400) or dropped outputs (200 with ``node_errors``).
+
+    ``queued`` is True for the 200 case: ComfyUI still runs the outputs that validated, under
+    ``prompt_id``; interrupt it if a partial run is unwanted.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error: dict[str, Any] | None = None,
+        node_errors: dict[str, Any] | None = None,
+        prompt_id: str | None = None,
+        queued: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error or {}
+        self.error_type: str = str(self.error.get("type", "node_errors" if queued else "unknown"))
+        self.node_errors = node_errors or {}
+        self.prompt_id = prompt_id
+        self.queued = queued
