@@ -14,15 +14,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from ._compare import compare_summary, instant, is_whole
-from ._contract import SCHEMA_FILES, DocumentKind, load_schema
+from ._contract import DocumentKind, json_path, validator_for
 from ._errors import MarkerError
 from ._layout import ARTIFACT_METADATA_NAME, RUN_SUMMARY_NAME, telemetry_file_name
 from ._marker import marker_mismatches, read_marker
@@ -108,47 +106,10 @@ def _scene_count_row(metadata: Any, scenes: list[Any], file: str) -> CheckRow:
 # --- contract ------------------------------------------------------------------------------------------------------
 
 
-ANNOTATIONS: frozenset[str] = frozenset({"title", "description", "x-writer", "x-unit", "x-null-when"})
-"""Keywords that never affect validity; dropped from the bundled schemas the validator runs."""
-
-
-@cache
-def bundled_validator(kind: DocumentKind) -> Draft202012Validator:
-    """The contract schema of *kind* with every ``$ref`` inlined and annotations dropped (compiled once).
-
-    Same verdicts and instance paths as ``_contract.validator_for`` (tests/test_validate.py
-    checks that), about 30 % faster: batch validation spends its time in ref lookups
-    and in skipping annotation keywords.
-    """
-    schemas = {name: load_schema(name) for name in SCHEMA_FILES}
-    return Draft202012Validator(_inline(schemas[kind], kind, schemas, in_names=False))
-
-
-def _inline(node: Any, base: str, schemas: dict[str, Any], *, in_names: bool) -> Any:
-    if isinstance(node, list):
-        return [_inline(item, base, schemas, in_names=False) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if "$ref" in node:
-        file, _, fragment = str(node["$ref"]).partition("#")
-        name = file.removesuffix(".json") or base
-        target: Any = schemas[name]
-        for part in (p for p in fragment.split("/") if p):
-            target = target[part]
-        merged = _inline(target, name, schemas, in_names=False)
-        extra = {k: v for k, v in node.items() if k != "$ref" and k not in ANNOTATIONS}
-        return {**merged, **_inline(extra, base, schemas, in_names=False)}
-    return {
-        key: _inline(value, base, schemas, in_names=key in ("properties", "$defs"))
-        for key, value in node.items()
-        if in_names or key not in ANNOTATIONS | {"$defs", "$id", "$schema"}
-    }
-
-
 def contract_rows(document: Any, kind: DocumentKind, file: str, scene_of: SceneNamer | None = None) -> list[CheckRow]:
     """One row per contract violation (unknown fields as 'unknown-field'), or one pass row."""
     rows: list[CheckRow] = []
-    for top in bundled_validator(kind).iter_errors(document):
+    for top in validator_for(kind).iter_errors(document):
         for error in _leaf_errors(top):
             rows += _error_rows(error, file, scene_of)
         if len(rows) >= MAX_ROWS_PER_DOCUMENT:
@@ -175,7 +136,7 @@ def _leaf_errors(error: ValidationError) -> Iterator[ValidationError]:
 def _error_rows(error: ValidationError, file: str, scene_of: SceneNamer | None) -> list[CheckRow]:
     parts = list(error.absolute_path)
     scene = scene_of(parts) if scene_of else None
-    path = _json_path(parts)
+    path = json_path(parts)
     if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
         known = set(error.schema.get("properties", {}))
         prefix = "" if path == "<root>" else f"{path}."
@@ -193,11 +154,6 @@ def _error_rows(error: ValidationError, file: str, scene_of: SceneNamer | None) 
         ]
     value = short(_dump(error.instance))
     return [row("contract", scene, path, "fail", short(error.message, 200) or "", metadata=value, file=file)]
-
-
-def _json_path(parts: list[Any]) -> str:
-    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
-    return text.lstrip(".") or "<root>"
 
 
 def _dump(value: Any) -> str:

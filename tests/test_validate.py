@@ -9,12 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
 from run_factory import NOTES, Run, edited, make_run, replace_line, write_pair
 from scene_telemetry.telemetry import validate_run
-from scene_telemetry.telemetry._contract import validator_for
+from scene_telemetry.telemetry._contract import (
+    DOCUMENT_KINDS,
+    SCHEMA_FILES,
+    DocumentKind,
+    _inline,
+    load_schema,
+    validator_for,
+)
 from scene_telemetry.telemetry._report import ValidationReport
 from scene_telemetry.telemetry._safe_read import MAX_INPUT_BYTES
-from scene_telemetry.telemetry._validate import bundled_validator, validate_metadata_file
+from scene_telemetry.telemetry._validate import validate_metadata_file
 
 
 @pytest.fixture
@@ -395,6 +405,21 @@ def test_report_renders_and_serialises(run: Run) -> None:
     assert text[1].startswith("FAIL  retry-budget") and "summary=3 metadata=1" in text[1]
 
 
+def _registry_validator(kind: DocumentKind) -> Draft202012Validator:
+    """The contract as written: the schema files linked by ``$ref`` through a referencing.Registry."""
+    registry: Registry = Registry().with_resources(  # type: ignore[type-arg,unused-ignore]
+        (load_schema(name)["$id"], Resource.from_contents(load_schema(name))) for name in SCHEMA_FILES
+    )
+    return Draft202012Validator(load_schema(kind), registry=registry)
+
+
+def _verdicts(validator: Draft202012Validator, document: Any) -> tuple[list[Any], Any]:
+    """Every error as (instance path, message), sorted, and the best match that validate_document reports."""
+    errors = sorted((list(e.absolute_path), e.message) for e in validator.iter_errors(document))
+    best = best_match(validator.iter_errors(document))
+    return errors, None if best is None else (list(best.absolute_path), best.message)
+
+
 @pytest.mark.parametrize(
     "mutate",
     [
@@ -411,15 +436,44 @@ def test_report_renders_and_serialises(run: Run) -> None:
     ],
 )
 def test_bundled_schema_gives_the_contracts_verdicts(run: Run, mutate: Any) -> None:
+    """validator_for runs the bundled schema; its errors, paths and best match are the Registry-resolved ones."""
     document = run.metadata()
     mutate(document)
-    expected = sorted(
-        (list(e.absolute_path), e.message) for e in validator_for("artifact-metadata").iter_errors(document)
-    )
-    actual = sorted(
-        (list(e.absolute_path), e.message) for e in bundled_validator("artifact-metadata").iter_errors(document)
-    )
-    assert actual == expected
+    scene = document["Scenes"][0] if isinstance(document["Scenes"], list) else document["Scenes"]
+    for kind, doc in (("artifact-metadata", document), ("scene-telemetry", scene)):
+        assert _verdicts(validator_for(kind), doc) == _verdicts(_registry_validator(kind), doc), kind
+    assert _verdicts(validator_for("artifact-metadata"), run.metadata()) == ([], None)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: None,
+        lambda b: b.update(FrameCount="one", Unexpected=1),
+        lambda b: b["Files"][0].update(Name="../escape.png"),
+        lambda b: b.pop("CreatedAt"),
+        lambda b: b.update(SchemaVersion=1, Files=[]),
+    ],
+)
+def test_bundled_marker_schema_gives_the_contracts_verdicts(run: Run, mutate: Any) -> None:
+    body = copy.deepcopy(run.marker["body"])
+    mutate(body)
+    assert _verdicts(validator_for("done-marker"), body) == _verdicts(_registry_validator("done-marker"), body)
+
+
+@pytest.mark.parametrize("kind", DOCUMENT_KINDS)
+def test_validator_for_runs_a_ref_free_schema_without_annotations(kind: DocumentKind) -> None:
+    text = json.dumps(validator_for(kind).schema)
+    assert '"$ref"' not in text and '"description"' not in text and '"x-writer"' not in text
+    assert validator_for(kind) is validator_for(kind)  # compiled once
+
+
+def test_bundling_refuses_a_ref_whose_siblings_would_replace_its_target() -> None:
+    schemas = {"common": {"$defs": {"N": {"type": "integer"}}}, "k": {"$ref": "common.json#/$defs/N", "type": "null"}}
+    with pytest.raises(ValueError, match="sibling"):
+        _inline(schemas["k"], "k", schemas, in_names=False)
+    schemas["k"] = {"$ref": "common.json#/$defs/N", "minimum": 0, "description": "kept out"}
+    assert _inline(schemas["k"], "k", schemas, in_names=False) == {"type": "integer", "minimum": 0}
 
 
 def test_validate_metadata_file(run: Run, tmp_path: Path) -> None:
