@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..telemetry._atomic import atomic_write_bytes, atomic_write_text
+from ..telemetry._collect import build_run_metadata, frames_block, policy_fields, write_run
 from ..telemetry._contract import SCHEMA_VERSION, contract_errors
 from ..telemetry._errors import ClientError, DoneTimeoutError, MarkerError, ServerUnavailable
 from ..telemetry._marker import MarkedFile, build_marker, commit_marker, verify_marker
@@ -165,8 +166,6 @@ class Runner:
 
     def run(self, scenes: list[Scene]) -> RunResult:
         """Run every scene, write the run folder, validate it."""
-        from ..telemetry._collect import build_run_metadata, write_run
-
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
         result = RunResult(self.options.run_id, self.options.run_dir)
         for scene in scenes:
@@ -524,8 +523,6 @@ class Runner:
         gpu_before: dict[str, Any] | None,
         runner_fields: dict[str, Any],
     ) -> dict[str, Any]:
-        from ..telemetry._collect import policy_fields
-
         graph = self._graph_document(scene, prompt_id, marker) if marker.body is not None else None
         if graph is not None:
             document = dict(graph)
@@ -536,8 +533,8 @@ class Runner:
         document["Writer"] = "runner"
         document["SceneId"] = scene.id
         document["CreatedAt"] = iso_utc(utc_now())
-        if document.get("Frames") is None and marker.body is not None and marker.body["FrameCount"] > 0:
-            document["Frames"] = _frames_block(marker.body, marker_name_of(marker))
+        if document.get("Frames") is None:
+            document["Frames"] = _frames_of(marker)
         errors = contract_errors(document, "scene-telemetry")
         if errors:  # a bug, not an input problem: say exactly which field
             raise AssertionError(f"runner built an invalid scene document for {scene.id}: {errors[:3]}")
@@ -601,7 +598,7 @@ class Runner:
             "FramesDurableAt": body["CreatedAt"] if body else None,
             "GPU": gpu,
             "System": system,
-            "Frames": _frames_block(body, marker_name_of(marker)) if body and body["FrameCount"] > 0 else None,
+            "Frames": _frames_of(marker),
         }
 
     def _gpu_snapshot(self, label: str) -> dict[str, Any] | None:
@@ -730,15 +727,12 @@ def marker_name_of(marker: MarkerOutcome) -> str:
     return marker_name(os.path.basename(str(body.get("FilenamePrefix") or "frame")))
 
 
-def _frames_block(body: Mapping[str, Any], name: str) -> dict[str, Any]:
-    return {
-        "Count": body["FrameCount"],
-        "Width": body["Width"],
-        "Height": body["Height"],
-        "TotalBytes": body["TotalBytes"],
-        "Subfolder": body["Subfolder"],
-        "MarkerName": name,
-    }
+def _frames_of(marker: MarkerOutcome) -> dict[str, Any] | None:
+    """The scene's Frames block from its marker; None when there is no marker or it lists no frame."""
+    body = marker.body
+    if not body or body["FrameCount"] <= 0:
+        return None
+    return frames_block(body, marker_name_of(marker))
 
 
 def _history_files(entry: dict[str, Any] | None, subfolder: str | None) -> list[tuple[str, str]]:

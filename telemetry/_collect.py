@@ -237,20 +237,21 @@ def build_scene_telemetry(
         "ExitDetail": None,
         "GPU": gpu,
         "System": system,
-        "Frames": _frames(body, marker_path),
+        "Frames": frames_block(body, marker_path.name),
     }
     validate_document(document, "scene-telemetry")
     return document
 
 
-def _frames(body: Mapping[str, Any], marker_path: Path) -> dict[str, Any]:
+def frames_block(body: Mapping[str, Any], marker_name: str) -> dict[str, Any]:
+    """The contract's ``Frames`` object of a scene from its done-marker *body* and the marker's file name."""
     return {
         "Count": body["FrameCount"],
         "Width": body["Width"],
         "Height": body["Height"],
         "TotalBytes": body["TotalBytes"],
         "Subfolder": body["Subfolder"],
-        "MarkerName": marker_path.name,
+        "MarkerName": marker_name,
     }
 
 
