@@ -25,13 +25,15 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ..nodes._names import node_id
 from ..telemetry._errors import InvalidInputError
+
+_T = TypeVar("_T")
 
 MAX_INPUT_FILE_BYTES = 16 * 1024 * 1024
 """Workflows, scene lists and mappings are hand-written; anything larger is a mistake."""
@@ -119,6 +121,16 @@ def load_data_file(path: str | os.PathLike[str]) -> Any:
         raise InvalidInputError(f"invalid YAML: {exc}", path=source) from exc
 
 
+def _load_parsed(path: str | os.PathLike[str], parse: Callable[[Any], _T]) -> _T:
+    """*parse* the data of the file at *path*; a problem that names no file is pinned on this one."""
+    try:
+        return parse(load_data_file(path))
+    except InvalidInputError as exc:
+        if exc.path is None:
+            exc.path = str(path)
+        raise
+
+
 def load_workflow(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load an API-format workflow; refuse the editor (UI) format with a clear hint."""
     data = load_data_file(path)
@@ -179,12 +191,7 @@ def parse_scenes(data: Any) -> list[Scene]:
 
 def load_scenes(path: str | os.PathLike[str]) -> list[Scene]:
     """Load a JSON/YAML scene list."""
-    try:
-        return parse_scenes(load_data_file(path))
-    except InvalidInputError as exc:
-        if exc.path is None:
-            exc.path = str(path)
-        raise
+    return _load_parsed(path, parse_scenes)
 
 
 def parse_target(raw: Any, where: str) -> Target:
@@ -237,12 +244,7 @@ def parse_mapping(data: Any) -> FieldMapping:
 
 def load_mapping(path: str | os.PathLike[str]) -> FieldMapping:
     """Load a JSON/YAML mapping file."""
-    try:
-        return parse_mapping(load_data_file(path))
-    except InvalidInputError as exc:
-        if exc.path is None:
-            exc.path = str(path)
-        raise
+    return _load_parsed(path, parse_mapping)
 
 
 # --------------------------------------------------------------------------- resolution

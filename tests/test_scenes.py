@@ -114,6 +114,21 @@ def test_scene_file_errors_name_the_file(tmp_path: Path) -> None:
     assert "line 1" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("load", "text", "needle"),
+    [
+        (load_scenes, '[{"id": "a"}, {"id": "a"}]', "duplicate id 'a'"),
+        (load_mapping, '{"id": "id:1.seed"}', "cannot map 'id'"),
+    ],
+)
+def test_content_errors_of_a_file_name_the_file(tmp_path: Path, load: Any, text: str, needle: str) -> None:
+    path = tmp_path / "input.json"
+    path.write_text(text)
+    with pytest.raises(InvalidInputError, match=needle) as info:
+        load(path)
+    assert info.value.path == str(path)
+
+
 def test_mapping_forms_parse_to_the_same_targets(tmp_path: Path) -> None:
     mapping = parse_mapping(MAPPING)
     assert mapping["seed"] == [Target("title", "Noise", "seed")]
