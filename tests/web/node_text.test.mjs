@@ -153,3 +153,43 @@ test("the app import resolves to the front end's /scripts/app.js when served", a
   const specifiers = [...source.matchAll(/from\s+"([^"]+)"/g)].map((m) => new URL(m[1], served).pathname);
   assert.ok(specifiers.includes("/scripts/app.js"), specifiers.join(", "));
 });
+
+// Like LGraphNode.computeSize in the front end: a DOM widget contributes its getMinHeight().
+class LayoutNode extends FakeNode {
+  computeSize() {
+    const widgets = this.widgets.reduce((sum, w) => sum + (w.options?.getMinHeight?.() ?? 20) + 4, 0);
+    return [240, 60 + widgets];
+  }
+}
+
+test("text rows follow soft wrapping at the node's width and are capped", () => {
+  const perRow = Math.floor(290 / 6); // 10 px monospace: 6 px per character
+  assert.equal(lib.textRows(["OK: 77 passed"], 290), 1);
+  assert.equal(lib.textRows([""], 290), 1);
+  assert.equal(lib.textRows(["x".repeat(perRow)], 290), 1);
+  assert.equal(lib.textRows(["x".repeat(perRow + 1)], 290), 2);
+  assert.equal(lib.textRows(["a", "x".repeat(3 * perRow)], 290), 4);
+  assert.equal(lib.textRows(Array(40).fill("line"), 290), lib.MAX_TEXT_ROWS);
+  assert.ok(lib.textRows(["x".repeat(100)], 290, 20) > lib.textRows(["x".repeat(100)], 290, 10));
+  assert.ok(lib.textHeight(["a", "b"], 320) > lib.textHeight(["a"], 320));
+});
+
+test("the text widget asks for the height its text needs, so a failed verdict is not cut off", () => {
+  const NodeType = class extends LayoutNode {};
+  lib.wrapOnExecuted(NodeType, validatorDef, fakeDocument);
+  const node = new NodeType();
+  node.size = [320, 130];
+  node.onExecuted({ text: ["OK: 77 passed, 0 failed, 0 unreadable, 0 warning(s), 0 skipped"] });
+  const widget = node.widgets.find((w) => w.name === lib.TEXT_WIDGET);
+  const okHeight = widget.options.getMinHeight();
+  const okSize = node.size[1];
+  assert.equal(okHeight, lib.textHeight([widget.value], 320));
+  const problem = "FAIL  summary-field     SceneCount: summary=2 metadata=1 - summary and metadata disagree (/out/run)";
+  node.onExecuted({ text: ["FAILED: 75 passed, 2 failed, 0 unreadable, 0 warning(s), 0 skipped", problem, problem] });
+  assert.ok(widget.options.getMinHeight() > okHeight);
+  assert.ok(node.size[1] > okSize, `node did not grow: ${node.size}`);
+  assert.equal(node.size[1], node.computeSize()[1]);
+  const failSize = node.size[1];
+  node.onExecuted({ text: ["OK"] });
+  assert.equal(node.size[1], failSize, "a shorter text keeps the size the artist sees");
+});

@@ -6,6 +6,34 @@ export const PACK_PREFIX = "SceneTelemetry_";
 export const VALIDATOR_NODE = "SceneTelemetry_RunSummaryValidator";
 export const TEXT_WIDGET = "scene_telemetry_text";
 
+// The text area grows with its text up to this many rows, then scrolls: on a 320 px validator that is the verdict
+// and its first problem lines (each wraps to 3-4 rows: it ends with a path); the full report is the node's output.
+export const MAX_TEXT_ROWS = 12;
+const DEFAULT_FONT_PX = 10; // the front end's default "Textarea widget font size" (Comfy.TextareaWidget.FontSize)
+const LINE_HEIGHT_EM = 1.25; // monospace line box, a little over the browser's "normal" so no row is cut
+const CHAR_WIDTH_EM = 0.6; // monospace advance per character
+const TEXT_INSET_PX = 30; // node width minus the text area's usable width: widget margins, padding, scrollbar
+const TEXT_PADDING_PX = 4; // .comfy-multiline-input: 2 px padding top and bottom, no border
+const DOM_WIDGET_MARGIN_PX = 10; // the front end draws a DOM widget this far inside its layout box, on every side
+
+/** Rows *lines* fill when soft-wrapped at *widthPx*, between 1 and MAX_TEXT_ROWS. */
+export function textRows(lines, widthPx, fontPx = DEFAULT_FONT_PX) {
+  const perRow = Math.max(1, Math.floor(widthPx / (fontPx * CHAR_WIDTH_EM)));
+  const rows = lines.reduce((sum, line) => sum + Math.max(1, Math.ceil(line.length / perRow)), 0);
+  return Math.min(Math.max(rows, 1), MAX_TEXT_ROWS);
+}
+
+/** Layout height in px (the DOM widget's minimum, margins included) for *lines* on a node *nodeWidth* px wide. */
+export function textHeight(lines, nodeWidth, fontPx = DEFAULT_FONT_PX) {
+  const rows = textRows(lines, Math.max(0, nodeWidth - TEXT_INSET_PX), fontPx);
+  return Math.ceil(rows * fontPx * LINE_HEIGHT_EM + TEXT_PADDING_PX + 2 * DOM_WIDGET_MARGIN_PX);
+}
+
+function fontPxOf(element) {
+  const size = element?.isConnected ? parseFloat(globalThis.getComputedStyle?.(element)?.fontSize) : NaN;
+  return Number.isFinite(size) && size > 0 ? size : DEFAULT_FONT_PX;
+}
+
 // litegraph's own green/red node colours (LGraphCanvas.node_colors), so themes stay consistent.
 export const VERDICT_COLORS = {
   PASS: { color: "#232", bgcolor: "#353" },
@@ -44,6 +72,8 @@ function createTextWidget(node, doc) {
     // serialize: false keeps this widget out of widgets_values and out of the API prompt.
     return node.addDOMWidget(TEXT_WIDGET, "customtext", area, {
       serialize: false,
+      // Without this the front end's fixed minimum (--comfy-widget-min-height) applies and longer text is cut off.
+      getMinHeight: () => textHeight(area.value.split("\n"), node.size?.[0] ?? 0, fontPxOf(area)),
       getValue: () => area.value,
       setValue: (value) => {
         area.value = value;
@@ -62,10 +92,11 @@ export function showText(node, lines, doc = globalThis.document) {
   if (!widget) {
     widget = createTextWidget(node, doc);
     widget.serialize = false;
-    const wanted = node.computeSize?.();
-    if (wanted && node.size) node.setSize?.([Math.max(node.size[0], wanted[0]), Math.max(node.size[1], wanted[1])]);
   }
   widget.value = lines.join("\n");
+  // Grow (never shrink) so the new text fits: a later run may have more lines than the first.
+  const wanted = node.computeSize?.();
+  if (wanted && node.size) node.setSize?.([Math.max(node.size[0], wanted[0]), Math.max(node.size[1], wanted[1])]);
   return widget;
 }
 
