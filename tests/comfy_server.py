@@ -103,6 +103,7 @@ def start_server(base: Path) -> ComfyServer:
     copy_pack(base / "custom_nodes" / "scene-telemetry")
     output = base / "output"
     output.mkdir()
+    (base / "user").mkdir()  # keep the frontend's settings out of the ComfyUI checkout
     extra = base / "extra_model_paths.yaml"
     extra.write_text(f"scene_telemetry_e2e:\n    base_path: {base}\n    custom_nodes: custom_nodes/\n")
     port = _free_port()
@@ -111,6 +112,7 @@ def start_server(base: Path) -> ComfyServer:
         python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
         "--output-directory", str(output), "--database-url", "sqlite:///:memory:",
         "--extra-model-paths-config", str(extra), "--disable-api-nodes", "--log-stdout",
+        "--user-directory", str(base / "user"), "--temp-directory", str(base),
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT)

@@ -331,3 +331,11 @@ def test_model_free_prompt_runs_through_the_pack_nodes(tmp_path: Path, monkeypat
     assert ok is True, report
     assert run["ui"][ids["SceneTelemetry_RunSummaryValidator"]]["text"][0].startswith("OK")
     assert all(run["ui"][nid]["text"] for nid, n in prompt.items() if n["class_type"].startswith("SceneTelemetry_"))
+
+
+@pytest.mark.parametrize("path", sorted(UI_DIR.glob("*.json")), ids=lambda p: p.name)
+def test_groups_have_ids_the_frontend_accepts(path: Path) -> None:
+    """Frontend 1.35 rejects groups with a null id ('Invalid workflow against zod schema')."""
+    groups = json.loads(path.read_text())["groups"]
+    ids = [g["id"] for g in groups]
+    assert all(isinstance(i, int) for i in ids) and len(set(ids)) == len(ids)
