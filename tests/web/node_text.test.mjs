@@ -117,6 +117,24 @@ test("verdict colour follows the latest run and ignores text without a verdict",
   assert.equal(lib.verdictOf(["12 passed, 0 failed"]), null);
 });
 
+test("saves keep the artist's colours, not the verdict colour", () => {
+  const NodeType = fakeNodeType([]);
+  lib.wrapOnExecuted(NodeType, validatorDef, fakeDocument);
+  const plain = new NodeType();
+  plain.onExecuted({ text: ["FAILED: 1 failed"] });
+  const saved = { color: plain.color, bgcolor: plain.bgcolor };
+  plain.onSerialize(saved);
+  assert.deepEqual(saved, {});
+  const tinted = new NodeType();
+  tinted.color = "#223";
+  tinted.bgcolor = "#335";
+  tinted.onExecuted({ text: ["OK: 3 passed"] });
+  assert.equal(tinted.bgcolor, lib.VERDICT_COLORS.PASS.bgcolor);
+  const data = { color: tinted.color, bgcolor: tinted.bgcolor };
+  tinted.onSerialize(data);
+  assert.deepEqual(data, { color: "#223", bgcolor: "#335" });
+});
+
 test("only the validator is coloured", () => {
   const NodeType = fakeNodeType([]);
   lib.wrapOnExecuted(NodeType, { name: "SceneTelemetry_Collector" }, fakeDocument);

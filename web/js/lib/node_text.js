@@ -100,19 +100,43 @@ export function showText(node, lines, doc = globalThis.document) {
   return widget;
 }
 
+const ARTIST_COLORS = Symbol("scene-telemetry.artistColors");
+
 /** Colour the node green/red for a PASS/FAIL verdict; other text leaves it alone. */
 export function applyVerdict(node, verdict) {
   const colors = VERDICT_COLORS[verdict];
   if (!colors) return false;
+  // Remember the artist's own colours once: saves keep them (see keepArtistColorsInSaves).
+  if (!node[ARTIST_COLORS]) node[ARTIST_COLORS] = { color: node.color, bgcolor: node.bgcolor };
   node.color = colors.color;
   node.bgcolor = colors.bgcolor;
   return true;
+}
+
+/**
+ * The verdict colour is run state, like the text (which is never saved): a saved workflow keeps the artist's
+ * colours, so a reloaded validator is never red without its explanation.
+ */
+export function keepArtistColorsInSaves(nodeType) {
+  const original = nodeType.prototype.onSerialize;
+  nodeType.prototype.onSerialize = function (data) {
+    const result = original?.call(this, data);
+    const saved = this[ARTIST_COLORS];
+    if (saved && data) {
+      for (const key of ["color", "bgcolor"]) {
+        if (saved[key] === undefined) delete data[key];
+        else data[key] = saved[key];
+      }
+    }
+    return result;
+  };
 }
 
 /** Wrap nodeType.prototype.onExecuted so this pack's nodes show their ui text (and verdict). */
 export function wrapOnExecuted(nodeType, nodeData, doc = globalThis.document) {
   if (!isPackNode(nodeData?.name)) return false;
   const original = nodeType.prototype.onExecuted;
+  if (nodeData.name === VALIDATOR_NODE) keepArtistColorsInSaves(nodeType);
   nodeType.prototype.onExecuted = function (output) {
     const result = original?.call(this, output);
     const lines = textLines(output);
