@@ -58,6 +58,11 @@ CASE_FILES = {
 }
 FINAL_TYPES = ("execution_success", "execution_error", "execution_interrupted")
 _CONTROL_TIMEOUT_S = 10.0  # a control call into the server thread that takes longer means a hung fake
+# Going down: loop ticks that let connections already accepted finish their setup before the listener closes
+# (one for the accept task to build its transport, one for connection_made to register it with aiohttp).
+_ACCEPT_SETTLE_TICKS = 2
+_CONNECTION_CLOSE_TIMEOUT_S = 2.0  # reset connections close within a tick or two; longer means a stuck handler
+_CONNECTION_CLOSE_POLL_S = 0.001  # aiohttp has no "connection closed" event to await, so poll its registry
 _FRAME_SIDE_CAP = 64  # frames written by the fake stay tiny: tests exercise markers, not encoders
 PREVIEW_FRAME = b"\x00\x00\x00\x01\x00\x00\x00\x02" + b"\x89PNG\r\n\x1a\n"  # type 1 preview, PNG, truncated body
 
@@ -231,7 +236,9 @@ class FakeComfy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.SockSite | None = None
+        self._listener: socket.socket | None = None
+        self._transition: asyncio.Lock | None = None
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -244,9 +251,6 @@ class FakeComfy:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> FakeComfy:
-        with socket.socket() as probe:
-            probe.bind((self.host, 0))
-            self.port = probe.getsockname()[1]
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="fake-comfy", daemon=True)
         self._thread.start()
@@ -255,12 +259,15 @@ class FakeComfy:
         return self
 
     def stop(self) -> None:
+        """Reset every connection, wait until each socket is closed, then end the server thread."""
         if self._loop is None or self._thread is None:
             return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(_CONTROL_TIMEOUT_S)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(_CONTROL_TIMEOUT_S)
-        self._loop = None
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(_CONTROL_TIMEOUT_S)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(_CONTROL_TIMEOUT_S)
+            self._loop = None
 
     def __enter__(self) -> FakeComfy:
         return self.start()
@@ -315,24 +322,33 @@ class FakeComfy:
         app.middlewares.append(self._log_request)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
+        self._transition = asyncio.Lock()
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._work())
         await self._come_up()
 
     async def _come_up(self) -> None:
-        assert self._runner is not None
-        if self._up:
-            return
-        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await self._site.start()
-        self._up = True
+        assert self._runner is not None and self._transition is not None
+        async with self._transition:
+            if self._up:
+                return
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))  # port 0 on the first start: the kernel picks a free one
+            self.port = listener.getsockname()[1]
+            self._listener = listener
+            self._site = web.SockSite(self._runner, listener)
+            await self._site.start()
+            self._up = True
 
     async def _go_down(self, lose_state: bool) -> None:
-        if self._up and self._site is not None:
-            await self._site.stop()
-        self._up = False
-        self._sockets.clear()
-        self._abort_connections()
+        assert self._transition is not None
+        async with self._transition:
+            if self._up:
+                await self._stop_listening()
+                self._up = False
+            self._sockets.clear()
+            await self._close_connections()
         if lose_state:
             self.restarts += 1
             self._history.clear()
@@ -344,13 +360,38 @@ class FakeComfy:
             while not self._queue.empty():
                 self._queue.get_nowait()
 
-    def _abort_connections(self) -> None:
-        """Reset every open connection, websockets included, as a crashed process would (no close frame)."""
+    async def _stop_listening(self) -> None:
+        """Close the port so that new connections are refused, without orphaning one accepted a moment ago.
+
+        asyncio accepts a connection in one loop tick and builds its transport in a task one tick later. If
+        the server is closed in between, building the transport fails (``Server._attach`` asserts the server
+        is open, CPython gh-109564) and asyncio drops the accepted socket without closing it: the client hangs
+        and the socket surfaces later as an unclosed-socket ResourceWarning. So stop accepting first, let the
+        accepted connections finish their setup (they are then reset with the rest), and only then close.
+        """
+        assert self._listener is not None and self._site is not None
+        asyncio.get_running_loop().remove_reader(self._listener.fileno())
+        for _ in range(_ACCEPT_SETTLE_TICKS):
+            await asyncio.sleep(0)
+        await self._site.stop()  # closes the listening socket
+
+    async def _close_connections(self) -> None:
+        """Reset every open connection, websockets included, as a crashed process would (no close frame).
+
+        Returns once aiohttp has seen each one lost, i.e. once every accepted socket is closed.
+        """
         server = self._runner.server if self._runner is not None else None
-        for handler in list(server.connections if server is not None else []):
-            transport = handler.transport
-            if transport is not None:
-                transport.abort()
+        if server is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CONNECTION_CLOSE_TIMEOUT_S
+        while server.connections:
+            for handler in server.connections:
+                if handler.transport is not None:
+                    handler.transport.abort()
+            if loop.time() > deadline:
+                raise RuntimeError(f"fake ComfyUI: {len(server.connections)} connection(s) still open after reset")
+            await asyncio.sleep(_CONNECTION_CLOSE_POLL_S)
 
     async def _shutdown(self) -> None:
         for job in self._running + self._pending:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,14 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """True once the other end closed or reset the connection (blocks until then, up to the socket timeout)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
 
 
 @pytest.fixture
@@ -137,6 +148,50 @@ def test_refused_connection_is_server_unavailable(fake_comfy_server: FakeComfy) 
     assert client.queue()["queue_running"] == []
     with pytest.raises(ServerUnavailable):
         ComfyClient(f"http://127.0.0.1:{closed_port()}").system_stats()
+
+
+def test_going_down_resets_a_connection_accepted_in_the_same_tick() -> None:
+    """A connection the fake accepted just before its port closed is reset too, not leaked.
+
+    Regression: asyncio builds an accepted connection's transport one loop tick after accepting it; a
+    go-down landing in that tick used to leave the socket open (the client hung) until garbage collection
+    raised an unclosed-socket ResourceWarning, which ``filterwarnings = error`` turned into a failed run.
+    The loop is held while the client connects so that the go-down is ordered into exactly that tick.
+    """
+    gc.collect()  # earlier garbage must not be blamed on this test
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fake = FakeComfy().start()
+        try:
+            loop = fake._loop
+            assert loop is not None
+            held, release, went_down = threading.Event(), threading.Event(), threading.Event()
+
+            async def go_down() -> None:
+                await fake._go_down(lose_state=True)
+                went_down.set()
+
+            def hold_loop() -> None:
+                held.set()
+                release.wait(EVENT_TIMEOUT_S)
+                # Runs first in the next tick, before that tick's accept; so the go-down task's first step
+                # is queued ahead of the task that sets up the accepted connection.
+                loop.call_soon(lambda: fake._spawn(go_down()))
+
+            loop.call_soon_threadsafe(hold_loop)
+            assert held.wait(EVENT_TIMEOUT_S)
+            with socket.create_connection((fake.host, fake.port), timeout=EVENT_TIMEOUT_S) as client:
+                release.set()  # the kernel has completed the handshake: the listener is readable
+                assert closed_by_peer(client)  # a leaked connection never answers: socket.timeout
+            assert went_down.wait(EVENT_TIMEOUT_S)
+            with pytest.raises(ServerUnavailable):
+                ComfyClient(fake.url).queue()  # never comes back
+        finally:
+            fake.stop()
+        gc.collect()
+    leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaked == []
+    assert fake.restarts == 1
 
 
 def test_silent_server_times_out_without_counting_as_refused() -> None:

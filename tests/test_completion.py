@@ -181,8 +181,11 @@ def test_attempt_limit_counts_empty_history_replies(fake_comfy: Callable[..., Fa
     assert waited < 0.1 + SLACK_S
 
 
-def test_refused_connections_past_the_grace_period_are_server_lost(fake_comfy: Callable[..., FakeComfy]) -> None:
-    fake = fake_comfy(Scenario(restart_after=3, down_s=None))
+@pytest.mark.parametrize("restart_after", [2, 3])  # down right after execution_start, or one message later
+def test_refused_connections_past_the_grace_period_are_server_lost(
+    fake_comfy: Callable[..., FakeComfy], restart_after: int
+) -> None:
+    fake = fake_comfy(Scenario(restart_after=restart_after, down_s=None))
     result, waited, _ = run_prompt(fake, server_grace_s=0.4)
     assert result.exit_reason == "serverLost" and not result.lost
     assert 0.4 <= waited < 0.4 + SLACK_S
