@@ -264,11 +264,14 @@ def parse_summary(text: str) -> ParsedSummary:
     """Read ``run-summary.txt`` text back into raw per-scene values; unplaceable lines become problems."""
     parsed = ParsedSummary()
     current: SummaryScene | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip()
-        if not line or line.startswith("#"):
+    # Lines end at "\n" only, the one break :func:`escape` keeps out of values (with "\r" of a
+    # CRLF file): str.splitlines would also split at U+2028, \x0c, \x85 … inside a value. Only
+    # the "\r" goes: trailing spaces can be part of a value (a note like "OSError: ").
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r")
+        if not line.strip() or line.startswith("#"):
             continue
-        header = SCENE_HEADER_RE.match(line)
+        header = SCENE_HEADER_RE.match(line.rstrip())
         if header:
             current = SummaryScene(unescape(header.group("id")), number)
             parsed.scenes.append(current)

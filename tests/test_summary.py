@@ -87,6 +87,33 @@ def test_one_block_per_scene_and_escaped_values(metadata: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize(
+    ("scene_id", "note"),
+    [
+        ("line\u2028separator", "nvml: RuntimeError: "),  # an exception without a message leaves a trailing space
+        ("form\x0cfeed", "torch: a\x85b"),
+        ("group\x1dseparator", "amdsmi: tab at the end\t"),
+    ],
+)
+def test_collector_writes_values_str_splitlines_would_break(output_dir: Path, scene_id: str, note: str) -> None:
+    # write_run refuses a summary that does not round-trip, so before the fix these runs wrote nothing.
+    run = make_run(output_dir, scene_id=scene_id, notes=(note,))
+    text = run.summary_path.read_text("utf-8")
+    parsed = parse_summary(text)
+    assert parsed.problems == []
+    assert [s.scene_id for s in parsed.scenes] == [scene_id]
+    assert parsed.scenes[0].warnings == [note]
+    assert all(r.verdict == "pass" for r in compare_summary(text, run.metadata()))
+
+
+def test_parser_tolerates_crlf_and_trailing_blanks_after_a_header() -> None:
+    parsed = parse_summary("RunId=x\r\n[scene a]  \r\nPromptId=1 \r\nWARNING: fallback: n\r\n")
+    assert parsed.problems == []
+    assert parsed.header == {"RunId": "x"}
+    assert (parsed.scenes[0].scene_id, parsed.scenes[0].warnings) == ("a", ["n"])
+    assert parse_value("text", parsed.scenes[0].values["PromptId"]) == (True, "1")
+
+
+@pytest.mark.parametrize(
     ("kind", "value", "text"),
     [
         ("seconds", 12.3456, "12.346 s"),
