@@ -19,6 +19,7 @@ from ._atomic import atomic_write_text
 from ._contract import SCHEMA_VERSION, contract_errors, validate_document
 from ._errors import MarkerError
 from ._meta import iso_utc, utc_now, versions
+from ._safe_read import parse_json
 
 MAX_MARKER_BYTES = 16 * 1024 * 1024
 """A marker listing 100,000 frames is ~6 MB; anything bigger is not ours."""
@@ -86,8 +87,8 @@ def read_marker(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as exc:
         raise MarkerError(f"cannot read marker: {exc.strerror or exc}", path=marker) from exc
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = parse_json(raw.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, duplicate keys, NaN, nesting
         raise MarkerError(f"marker is not valid UTF-8 JSON: {exc}", path=marker) from exc
     problems = contract_errors(body, "done-marker")
     if problems:

@@ -91,16 +91,27 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+def parse_json(text: str) -> Any:
+    """Strict ``json.loads``: duplicate keys and NaN/Infinity refused; every failure is a ValueError.
+
+    (Nesting deep enough to exhaust the recursion limit is one too, not a RecursionError.)
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+
+
 def read_json(path: Path, rows: list[CheckRow], *, check: str = "files", scene: str | None = None) -> Any:
     """Parsed JSON of *path*, or :data:`UNREADABLE` after an error row."""
     text = read_text(path, rows, check=check, scene=scene)
     if text is None:
         return UNREADABLE
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        return parse_json(text)
     except json.JSONDecodeError as exc:
         message = f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         message = f"unusable JSON: {exc}"
     rows.append(row(check, scene, path.name, "error", message, file=str(path)))
     return UNREADABLE

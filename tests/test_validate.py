@@ -225,6 +225,13 @@ def test_marker_must_exist(run: Run) -> None:
     assert "marker not found" in report.failures[0].message
 
 
+def test_a_marker_nested_past_the_recursion_limit_is_a_row_not_a_crash(run: Run) -> None:
+    Path(run.marker["marker_path"]).write_bytes(b"[" * 100_000)
+    report = validate_run(run.run_dir)
+    assert failing(report) == {("marker", "Frames.MarkerName")}
+    assert report.failures[0].message == "marker is not valid UTF-8 JSON: JSON nested too deeply"
+
+
 def test_marker_must_match_the_files_on_disk(run: Run) -> None:
     frame = run.run_dir / "frame_00002_.png"
     with frame.open("ab") as handle:

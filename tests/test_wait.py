@@ -102,6 +102,8 @@ def test_marker_with_wrong_size_does_not_count(output_dir: Path) -> None:
         (b"{not json", "not valid UTF-8 JSON"),
         (b"\xff\xfe\x00", "not valid UTF-8 JSON"),
         (json.dumps({"SchemaVersion": "scene-telemetry/1"}).encode(), "violates contract"),
+        (b"[" * 100_000, "nested too deeply"),  # was a RecursionError escaping wait_for_done
+        (b'{"PromptId": "a", "PromptId": "b"}', "duplicate key 'PromptId'"),
     ],
 )
 def test_malformed_marker_reported(output_dir: Path, content: bytes, problem: str) -> None:
