@@ -62,7 +62,8 @@ def _is_windows_sharing_violation(exc: OSError) -> bool:
     return winerror in _WINDOWS_RETRY_WINERRORS or (winerror is None and exc.errno in _WINDOWS_RETRY_ERRNOS)
 
 
-def _replace(src: Path, dst: Path) -> None:
+def replace_with_retry(src: Path, dst: Path) -> None:
+    """``os.replace``, retried on Windows while another process briefly holds *dst* open."""
     if os.name != "nt":
         os.replace(src, dst)
         return
@@ -90,7 +91,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             fsync_file(fd)
         finally:
             os.close(fd)
-        _replace(temp, target)
+        replace_with_retry(temp, target)
     except BaseException:
         try:
             temp.unlink()

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from ._atomic import fsync_directory, fsync_file, temp_name_for
+from ._atomic import fsync_directory, fsync_file, replace_with_retry, temp_name_for
 from ._errors import InvalidInputError
 
 PNG_COMPRESS_LEVEL = 4
@@ -84,7 +84,7 @@ def _write_png(array: np.ndarray[Any, Any], target: Path, info: PngInfo | None) 
             Image.fromarray(array).save(handle, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
             handle.flush()
             fsync_file(handle.fileno())
-        os.replace(temp, target)
+        replace_with_retry(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def test_replace_failure_removes_temp(tmp_path: Path, monkeypatch: pytest.Monkey
     def failing_replace(src: Path, dst: Path) -> None:
         raise PermissionError(13, "denied")
 
-    monkeypatch.setattr(_atomic, "_replace", failing_replace)
+    monkeypatch.setattr(_atomic, "replace_with_retry", failing_replace)
     with pytest.raises(PermissionError):
         atomic_write_text(target, "new")
     assert not target.exists()
@@ -107,7 +108,7 @@ def test_windows_retry_on_sharing_violation(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(_atomic, "_WINDOWS_RETRY_DELAY_S", 0.001)
     src = tmp_path / "a"
     src.write_text("x")
-    _atomic._replace(src, tmp_path / "b")
+    _atomic.replace_with_retry(src, tmp_path / "b")
     assert len(calls) == 3 and (tmp_path / "b").read_text() == "x"
 
     def denied(src: object, dst: object) -> None:
@@ -117,7 +118,33 @@ def test_windows_retry_on_sharing_violation(tmp_path: Path, monkeypatch: pytest.
 
     monkeypatch.setattr(_atomic.os, "replace", denied)
     with pytest.raises(PermissionError):
-        _atomic._replace(tmp_path / "b", tmp_path / "c")
+        _atomic.replace_with_retry(tmp_path / "b", tmp_path / "c")
+
+
+def test_frames_get_the_same_windows_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PNG frames are renamed into place like every other file: a briefly locked target is retried."""
+    import numpy as np
+    from scene_telemetry.telemetry._frames import save_png_frames
+
+    calls: list[str] = []
+    real_replace = os.replace
+
+    def locked_twice(src: object, dst: object) -> None:
+        calls.append(str(dst))
+        if len(calls) < 3:
+            exc = PermissionError(13, "sharing violation")
+            exc.winerror = 32  # type: ignore[attr-defined]
+            raise exc
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    targets = [tmp_path / "f_00001_.png"]
+    # Only the atomic module sees Windows (a global os.name of "nt" breaks pathlib, pytest's included).
+    windows_os = types.SimpleNamespace(**{**vars(os), "name": "nt", "replace": locked_twice})
+    monkeypatch.setattr(_atomic, "os", windows_os)
+    monkeypatch.setattr(_atomic, "_WINDOWS_RETRY_DELAY_S", 0.001)
+    sizes = save_png_frames(np.zeros((1, 4, 4, 3), dtype=np.float32), targets, info=None, workers=1)
+    assert calls == [str(targets[0])] * 3
+    assert sizes == [targets[0].stat().st_size] and _temps(tmp_path) == []
 
 
 _REWRITER = textwrap.dedent(
