@@ -44,7 +44,8 @@ def comfyui_version() -> str | None:
         import comfyui_version
     except ImportError:
         return None
-    return str(getattr(comfyui_version, "__version__", None))
+    version = getattr(comfyui_version, "__version__", None)
+    return None if version is None else str(version)
 
 
 def metadata_disabled() -> bool:
