@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from ..telemetry import DoneTimeoutError, wait_for_done
 from ._console import emit, emit_json, error
 
 EXIT_TIMEOUT = 3
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds, 0 or more (``nan`` would make the deadline never pass)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds, 0 or more")
+    return value
+
+
+def _interval(text: str) -> float:
+    """Like :func:`_seconds`, but greater than 0 (a zero interval would spin)."""
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
 
 
 def register(subparsers: Any) -> None:
@@ -19,9 +39,9 @@ def register(subparsers: Any) -> None:
         f"exit {EXIT_TIMEOUT} on timeout.",
     )
     parser.add_argument("path", help="a <name>.done file, or the folder that will hold it")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    parser.add_argument("--timeout", type=_seconds, default=600.0, help="seconds to wait (default 600)")
     parser.add_argument("--prompt-id", help="accept only a marker written by this prompt")
-    parser.add_argument("--poll-interval", type=float, default=0.5, help="polling fallback interval (s)")
+    parser.add_argument("--poll-interval", type=_interval, default=0.5, help="polling fallback interval (s)")
     parser.add_argument("--no-events", action="store_true", help="poll only (network shares)")
     parser.add_argument("--json", action="store_true", help="print the marker body as JSON")
     parser.set_defaults(func=run)
