@@ -16,7 +16,7 @@ from typing import Any
 
 from ._atomic import sweep_stale_temps
 from ._errors import InvalidInputError
-from ._frames import batch_shape, fsync_existing, png_info, save_png_frames
+from ._frames import as_batch, fsync_existing, png_info, save_png_frames
 from ._marker import MarkedFile, build_marker, commit_marker
 from ._paths import check_prefix_text, ensure_inside, marker_name, plan_save, relative_posix
 
@@ -77,7 +77,7 @@ def write_frames_with_marker(
 ) -> DoneResult:
     """Save *images* like SaveImage, fsync every frame, then commit ``<name>.done``."""
     scene_id = check_scene_id(context.scene_id)
-    frames, height, width = batch_shape(images)
+    images, frames, height, width = as_batch(images)
     plan = plan_save(output_dir, filename_prefix, width, height)
     sweep_stale_temps(plan.folder)
     targets = [plan.folder / plan.frame_name(i) for i in range(frames)]

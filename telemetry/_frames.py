@@ -35,11 +35,15 @@ class _TensorLike(Protocol):
     def __getitem__(self, index: int) -> Any: ...
 
 
-def batch_shape(images: Any) -> tuple[int, int, int]:
-    """Return (frames, height, width) of an IMAGE batch ``[B, H, W, C]``, refusing bad ones."""
+def as_batch(images: Any) -> tuple[Any, int, int, int]:
+    """Return (batch, frames, height, width) of an IMAGE batch ``[B, H, W, C]``, refusing bad ones.
+
+    A single ``[H, W, C]`` frame becomes a batch of one (``images[None]``), so that
+    ``batch[i]`` is always a whole frame.
+    """
     shape = tuple(int(s) for s in getattr(images, "shape", ()))
     if len(shape) == 3:
-        shape = (1, *shape)
+        images, shape = images[None], (1, *shape)
     if len(shape) != 4:
         raise InvalidInputError(f"images must be a [batch, height, width, channels] tensor, got shape {shape}")
     frames, height, width, channels = shape
@@ -51,7 +55,7 @@ def batch_shape(images: Any) -> tuple[int, int, int]:
         raise InvalidInputError(f"frame size {width}x{height} is outside 1..{MAX_SIDE_PX} px", field="images")
     if channels not in (1, 3, 4):
         raise InvalidInputError(f"frames have {channels} channels; expected 1, 3 or 4", field="images")
-    return frames, height, width
+    return images, frames, height, width
 
 
 def frame_to_uint8(frame: Any) -> np.ndarray[Any, Any]:

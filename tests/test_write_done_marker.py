@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -139,6 +140,19 @@ def test_marks_vhs_files(comfy: dict[str, Any], output_dir: Path) -> None:
     assert [(f["Name"], f["Bytes"]) for f in body["Files"]] == [("clip_00001.png", 4), ("clip_00001.mp4", 1234)]
     assert (body["Width"], body["Height"], body["Subfolder"]) == (None, None, "video")
     assert "images" not in out["ui"]
+
+
+def test_a_single_unbatched_frame_is_saved_whole(comfy: dict[str, Any], output_dir: Path) -> None:
+    # An [H, W, C] tensor was indexed as a batch: the PNG held its first row (3 x 32 px), the marker said 32 x 24.
+    frame = frames(1)[0]
+    out = run(filename_prefix="single/frame", images=frame)
+    png = output_dir / "single" / out["ui"]["images"][0]["filename"]
+    body = out["result"][0]["body"]
+    assert (body["FrameCount"], body["Width"], body["Height"]) == (1, 32, 24)
+    with Image.open(png) as image:
+        assert image.size == (32, 24)
+        assert np.array_equal(np.asarray(image), np.clip(255.0 * frame.numpy(), 0, 255).astype(np.uint8))
+    verify_marker(out["result"][0]["marker_path"])
 
 
 def _tree(root: Path) -> list[str]:
