@@ -126,7 +126,7 @@ def mark_files(
         raise InvalidInputError(f"listed file(s) do not exist: {', '.join(missing[:3])}", field="filenames")
     folder = resolved[0].parent
     names = [relative_posix(folder, p) for p in resolved]
-    if any(n.startswith("..") for n in names):
+    if any(n == ".." or n.startswith("../") for n in names):  # not "..clip.mp4", a name in the folder
         raise InvalidInputError("every listed file must be in the first file's folder or below", field="filenames")
     sizes = fsync_existing(resolved)
     filename = os.path.basename(os.path.normpath(filename_prefix))

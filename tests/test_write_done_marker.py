@@ -155,6 +155,23 @@ def test_a_single_unbatched_frame_is_saved_whole(comfy: dict[str, Any], output_d
     verify_marker(out["result"][0]["marker_path"])
 
 
+def test_marks_a_file_whose_name_starts_with_two_dots(comfy: dict[str, Any], output_dir: Path) -> None:
+    video = output_dir / "video" / "..clip.mp4"  # in the folder, not above it
+    video.parent.mkdir()
+    video.write_bytes(b"\x00" * 10)
+    run(filename_prefix="video/clip", filenames=(True, [str(video)]))
+    assert [f["Name"] for f in verify_marker(output_dir / "video" / "clip.done")["Files"]] == ["..clip.mp4"]
+
+
+def test_marked_files_must_not_lie_above_the_first_files_folder(comfy: dict[str, Any], output_dir: Path) -> None:
+    (output_dir / "video").mkdir()
+    first, above = output_dir / "video" / "a.mp4", output_dir / "b.mp4"
+    first.write_bytes(b"a")
+    above.write_bytes(b"b")
+    with pytest.raises(InvalidInputError, match="first file's folder or below"):
+        run(filename_prefix="video/clip", filenames=(True, [str(first), str(above)]))
+
+
 def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
