@@ -93,7 +93,11 @@ def ensure_inside(output_dir: Path, candidate: Path, *, what: str) -> Path:
     """Return realpath(candidate) if it lies inside realpath(output_dir), else raise."""
     root = Path(os.path.realpath(output_dir))
     resolved = Path(os.path.realpath(candidate))
-    if os.path.commonpath([root, resolved]) != str(root):
+    try:
+        common = os.path.commonpath([root, resolved])
+    except ValueError:  # Windows: another drive ("Paths don't have the same drive") is outside too
+        common = None
+    if common != str(root):
         raise UnsafePathError(
             f"{what} escapes the output directory: saving outside the output folder is not allowed",
             path=str(candidate),

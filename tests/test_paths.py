@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+import types
 from pathlib import Path
 
 import pytest
-from scene_telemetry.telemetry import InvalidInputError, UnsafePathError, plan_save
-from scene_telemetry.telemetry._paths import MAX_PREFIX_CHARS, expand_tokens, next_counter
+from scene_telemetry.telemetry import InvalidInputError, UnsafePathError, _paths, plan_save
+from scene_telemetry.telemetry._paths import MAX_PREFIX_CHARS, ensure_inside, expand_tokens, next_counter
 
 
 def test_subfolder_and_filename(output_dir: Path) -> None:
@@ -79,3 +80,16 @@ def test_trailing_slash_behaves_like_comfyui(output_dir: Path) -> None:
     """ComfyUI quirk kept for compatibility: 'sub/' saves as sub_00001_.png in the root."""
     plan = plan_save(output_dir, "sub/")
     assert (plan.folder, plan.filename, plan.subfolder) == (output_dir, "sub", "")
+
+
+def test_a_path_on_another_drive_is_an_unsafe_path(output_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows commonpath raises ValueError for C:\\out and D:\\x; that is an escape, not a crash."""
+
+    def different_drives(paths: list[object]) -> str:
+        raise ValueError("Paths don't have the same drive")
+
+    # Only _paths sees Windows' commonpath (patching os.path itself would reach pytest's own reporting).
+    fake_path = types.SimpleNamespace(**{**vars(os.path), "commonpath": different_drives})
+    monkeypatch.setattr(_paths, "os", types.SimpleNamespace(**{**vars(os), "path": fake_path}))
+    with pytest.raises(UnsafePathError, match="run_dir escapes the output directory"):
+        ensure_inside(output_dir, output_dir / "x", what="run_dir")
