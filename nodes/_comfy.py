@@ -81,7 +81,7 @@ def current_queue_item(prompt_id: str | None) -> dict[str, Any] | None:
 
 
 def throw_if_interrupted() -> None:
-    """Honour the editor's Cancel between frames (no-op outside ComfyUI)."""
+    """Honour the editor's Cancel before a node starts writing (no-op outside ComfyUI)."""
     try:
         import comfy.model_management as mm
     except ImportError:

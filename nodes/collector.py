@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from ..telemetry._collect import collect_scene, parse_policy_text
-from ..telemetry._layout import telemetry_file_name
 from ..telemetry._paths import ensure_inside
 from . import _comfy
 from ._names import CATEGORY, display_name, node_id
@@ -87,7 +86,7 @@ class SceneTelemetryCollector:
             "run_dir": str(files.run_dir),
             "artifact_metadata_path": str(files.metadata_path),
             "run_summary_path": str(files.summary_path),
-            "telemetry_path": str(files.run_dir / telemetry_file_name(scene["SceneId"])),
+            "telemetry_path": str(files.telemetry_paths[scene["SceneId"]]),
             "scene": scene,
         }
         logger.info("scene telemetry for %s written to %s", scene["SceneId"], files.run_dir)
