@@ -51,7 +51,15 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from ..telemetry._errors import ClientError, HttpStatusError, PromptRejected, ServerTimeout, ServerUnavailable
+from ..telemetry._errors import (
+    ClientError,
+    HttpStatusError,
+    InvalidInputError,
+    PromptRejected,
+    ServerTimeout,
+    ServerUnavailable,
+)
+from ._args import parse_server_url
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +130,10 @@ class ComfyClient:
         client_id: str | None = None,
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     ) -> None:
-        parts = urllib.parse.urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ClientError(f"server URL must be http(s)://host:port, got {base_url!r}")
-        self.base_url = base_url.rstrip("/")
+        try:
+            self.base_url = parse_server_url(base_url)
+        except InvalidInputError as exc:
+            raise ClientError(exc.message) from None
         self.client_id = client_id or uuid.uuid4().hex
         self.request_timeout_s = request_timeout_s
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

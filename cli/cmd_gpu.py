@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..nodes.gpu_snapshot import ui_line
+from ._args import server_url
 from ._console import emit, emit_json
 from .gpu_remote import take_remote_snapshot
 
@@ -18,7 +19,9 @@ def register(subparsers: Any) -> None:
         "each tier that did not answer is listed with its reason. Always exits 0 when a snapshot was taken "
         "(Source 'none' included).",
     )
-    parser.add_argument("--server", help="ComfyUI base URL, e.g. http://127.0.0.1:8188 (omit: local probes only)")
+    parser.add_argument(
+        "--server", type=server_url, help="ComfyUI base URL, e.g. http://127.0.0.1:8188 (omit: local probes only)"
+    )
     parser.add_argument("--label", default="now", help="label stored in the snapshot (default: now)")
     parser.add_argument("--json", action="store_true", help="print the snapshot as one JSON document")
     parser.set_defaults(func=run)

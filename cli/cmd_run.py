@@ -26,6 +26,7 @@ from typing import Any
 
 from ..telemetry._errors import InvalidInputError
 from ..telemetry._meta import utc_now
+from ._args import server_url
 from ._console import emit, emit_json, error
 from .policy import add_policy_arguments, describe_policy, policy_from_args
 from .preflight import DEFAULT_MIN_FREE_VRAM_MB, run_preflight
@@ -54,7 +55,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("workflow", help="API-format workflow (JSON)")
     parser.add_argument("--scenes", required=True, metavar="FILE", help="scene list (JSON or YAML)")
     parser.add_argument("--mapping", metavar="FILE", help="scene field → node input mapping (JSON or YAML)")
-    parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI URL (default %(default)s)")
+    parser.add_argument(
+        "--server", type=server_url, default="http://127.0.0.1:8188", help="ComfyUI URL (default %(default)s)"
+    )
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
     parser.add_argument("--run-id", help="run id (default: run-<UTC time>-<random>; --resume reads it from RUN_DIR)")
     parser.add_argument(

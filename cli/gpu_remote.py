@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from ..telemetry._errors import InvalidInputError
 from ..telemetry._gpu import (
     DEVICE_TYPES,
     Reading,
@@ -43,6 +44,7 @@ from ..telemetry._gpu import (
     ram_sample,
     select_device,
 )
+from ._args import parse_server_url
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ SYSTEM_STATS_TRIES = 3  # as the seed: a server busy loading a model answers on 
 SYSTEM_STATS_DELAY_S = 0.5  # pause between tries (the seed's 500 ms)
 SYSTEM_STATS_TIMEOUT_S = 5.0  # per request; /system_stats is cheap, 5 s means a wedged server (comfy-cli probe)
 NVIDIA_SMI_TIMEOUT_S = 10.0  # nvidia-smi answers in 50-300 ms; 10 s means a hung driver (GPU off the bus)
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Direct connections, as :class:`cli.client.ComfyClient`: a proxy would turn "refused" into a 502."""
 _KILL_WAIT_S = 2.0  # after killing a timed-out nvidia-smi, how long to wait for its pipes to close
 
 NVIDIA_SMI_FIELDS = ("index", "uuid", "driver_version", "memory.total", "memory.free", "name")
@@ -73,7 +77,10 @@ def probe_system_stats(
     Connection errors, timeouts and 5xx are retried; a 4xx or a body that is not a
     JSON object is final (asking again returns the same).
     """
-    url = base_url.rstrip("/") + "/system_stats"
+    try:
+        url = parse_server_url(base_url) + "/system_stats"
+    except InvalidInputError as exc:
+        return None, [f"system_stats: {exc}"]
     reason = "not tried"
     for attempt_no in range(1, tries + 1):
         reply, reason, retry = _get_json(url, timeout_s)
@@ -91,7 +98,7 @@ def _get_json(url: str, timeout_s: float) -> tuple[dict[str, Any] | None, str, b
     """(reply, reason, worth retrying)."""
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with _DIRECT.open(request, timeout=timeout_s) as response:
             body = response.read()
     except urllib.error.HTTPError as exc:
         return None, f"HTTP {exc.code} {exc.reason}", exc.code >= 500
