@@ -187,9 +187,12 @@ class ComfyClient:
         entry = reply.get(prompt_id)
         return entry if isinstance(entry, dict) else None
 
-    def view(self, filename: str, subfolder: str, folder_type: str = "output") -> bytes:
+    def view(
+        self, filename: str, subfolder: str, folder_type: str = "output", *, timeout_s: float | None = None
+    ) -> bytes:
+        """A file's bytes; *timeout_s* shortens the request timeout (a caller near the end of its budget)."""
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": folder_type})
-        status, data = self._request("GET", f"/view?{query}")
+        status, data = self._request("GET", f"/view?{query}", timeout_s=timeout_s)
         self._check_status(status, data, "/view")
         return data
 

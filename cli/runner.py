@@ -57,6 +57,8 @@ FORCED_QUIET_PERIOD_S = 2.0
 """Frames whose sizes do not change for this long are taken as complete (seed: 'stable' copy)."""
 MARKER_POLL_INTERVAL_S = 0.5
 """Polling fallback for a local marker (file events usually wake the wait first) and /view polling."""
+MIN_REQUEST_TIMEOUT_S = 0.05
+"""A /view at the very end of the marker window still gets a chance (as completion.MIN_REQUEST_TIMEOUT_S)."""
 SUBMIT_TRIES = 3
 """POST /prompt attempts when the reply is lost (timeout/5xx); the same prompt_id keeps it idempotent."""
 _PROMPT_NAMESPACE = uuid.UUID("6c1f3a52-7f37-4d6a-9a55-2f4f8d1f0b6e")
@@ -357,7 +359,11 @@ class Runner:
         self, scene: Scene, prompt_id: str, prefix: str | None, entry: dict[str, Any] | None
     ) -> MarkerOutcome:
         started = time.monotonic()
-        outcome = self._wait_marker(prompt_id, prefix, entry) if prefix else MarkerOutcome(problem="no WriteDoneMarker")
+        outcome = (
+            self._wait_marker(scene.id, prompt_id, prefix, entry)
+            if prefix
+            else MarkerOutcome(problem="no WriteDoneMarker")
+        )
         outcome.wait_seconds = time.monotonic() - started
         if outcome.detected:
             return outcome
@@ -379,7 +385,7 @@ class Runner:
             forced.problem = f"{outcome.problem}; forced copy impossible: {forced.problem}"
         return forced
 
-    def _wait_marker(self, prompt_id: str, prefix: str, entry: dict[str, Any] | None) -> MarkerOutcome:
+    def _wait_marker(self, scene_id: str, prompt_id: str, prefix: str, entry: dict[str, Any] | None) -> MarkerOutcome:
         subfolder, name = _marker_location(prefix, entry)
         timeout = self.options.policy.post_execution_timeout_seconds
         if self.options.comfy_output_dir is not None:
@@ -391,14 +397,19 @@ class Runner:
             except DoneTimeoutError as exc:
                 return MarkerOutcome(problem=exc.last_problem or str(exc))
             return MarkerOutcome(detected=True, body=body, folder=folder)
-        return self._wait_remote_marker(prompt_id, subfolder, name, timeout)
+        return self._wait_remote_marker(scene_id, prompt_id, subfolder, name, timeout)
 
-    def _wait_remote_marker(self, prompt_id: str, subfolder: str, name: str, timeout: float) -> MarkerOutcome:
-        """Poll ``/view`` for the marker; verify it and every listed file's size through ``/view``."""
+    def _wait_remote_marker(
+        self, scene_id: str, prompt_id: str, subfolder: str, name: str, timeout: float
+    ) -> MarkerOutcome:
+        """Poll ``/view`` for the marker; verify it and every listed file's size through ``/view``.
+
+        Every request is cut at the deadline, so a stalled ``/view`` cannot stretch the window.
+        """
         deadline = time.monotonic() + timeout
         problem = f"{name} not served by /view yet"
         while True:
-            body, problem = self._remote_marker_once(prompt_id, subfolder, name, problem)
+            body, problem = self._remote_marker_once(scene_id, prompt_id, subfolder, name, problem, deadline)
             if body is not None:
                 return MarkerOutcome(detected=True, body=body)
             if time.monotonic() >= deadline:
@@ -406,10 +417,13 @@ class Runner:
             time.sleep(min(self.options.marker_poll_interval_s, max(0.0, deadline - time.monotonic())))
 
     def _remote_marker_once(
-        self, prompt_id: str, subfolder: str, name: str, problem: str
+        self, scene_id: str, prompt_id: str, subfolder: str, name: str, problem: str, deadline: float
     ) -> tuple[dict[str, Any] | None, str]:
+        def left() -> float:
+            return max(MIN_REQUEST_TIMEOUT_S, deadline - time.monotonic())
+
         try:
-            body = json.loads(self.client.view(name, subfolder).decode("utf-8"))
+            body = json.loads(self.client.view(name, subfolder, timeout_s=left()).decode("utf-8"))
         except ClientError:
             return None, problem
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -423,18 +437,21 @@ class Runner:
         for entry in body["Files"]:
             folder, _, filename = entry["Name"].rpartition("/")
             try:
-                data = self.client.view(filename, _join(subfolder, folder))
+                data = self.client.view(filename, _join(subfolder, folder), timeout_s=left())
             except ClientError as exc:
                 return None, f"{entry['Name']}: {exc}"
             if len(data) != entry["Bytes"]:
                 return None, f"{entry['Name']}: {len(data)} bytes served, marker says {entry['Bytes']}"
             copies[entry["Name"]] = data
-        self._save_copies(copies, name, body)
+        self._save_copies(scene_id, copies, name, body)
         return body, ""
 
-    def _save_copies(self, copies: dict[str, bytes], name: str, body: dict[str, Any]) -> None:
-        """Remote server: keep the verified frames and marker in ``<run_dir>/<scene>/`` (the validator looks there)."""
-        folder = self._copy_folder(str(body.get("SceneId") or ""), str(body.get("Subfolder", "")))
+    def _save_copies(self, scene_id: str, copies: dict[str, bytes], name: str, body: dict[str, Any]) -> None:
+        """Remote server: keep the verified frames and marker in ``<run_dir>/<scene id>/`` (the validator looks there).
+
+        The runner's own scene id, never the marker's ``SceneId``: a mapping may route ``scene_id`` to any text.
+        """
+        folder = self._copy_folder(scene_id, str(body.get("Subfolder", "")))
         for relative, data in copies.items():
             (folder / relative).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(folder / relative, data)

@@ -676,7 +676,9 @@ class FakeComfy:
         images = np.full((count, side_h, side_w, 3), 0.5, dtype=np.float32)
         prefix = prefix or "fake/frame"
         if job.scenario.write_marker:
-            context = SceneContext(prompt_id=job.prompt_id, node_id=node)
+            scene_id = job.prompt[node]["inputs"].get("scene_id") if node is not None else None
+            # As WriteDoneMarker: the node's scene_id input ("" = none) lands in the marker's SceneId.
+            context = SceneContext(prompt_id=job.prompt_id, node_id=node, scene_id=scene_id or None)
             done = write_frames_with_marker(
                 images, self.output_dir, prefix, context=context, embed_metadata=False, workers=1
             )

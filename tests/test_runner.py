@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,33 @@ def test_collector_record_beside_the_frames_is_merged(tmp_path: Path, output_dir
     assert doc["ExecutionStartedAt"] == "2026-01-02T03:04:05.000Z"  # the graph's own observation is kept
     assert doc["Versions"]["ComfyUI"] == "0.8.0" and doc["Frames"] == graph["Frames"]
     assert doc["PollLimit"] == "unbounded" and doc["SceneRetryBudget"] == FAST.scene_retry_budget
+
+
+def test_remote_copies_go_to_the_scene_folder_whatever_scene_id_the_mapping_routes(
+    tmp_path: Path, output_dir: Path
+) -> None:
+    # The marker's SceneId is whatever the mapping routed into WriteDoneMarker's scene_id; it used to name the
+    # copy folder, so "../escaped" wrote outside the run folder. Copies belong in RUN_DIR/<scene id>.
+    mapping = parse_mapping({"seed": "id:2.seed", "scene_id": "id:3.scene_id"})
+    with FakeComfy(Scenario(), output_dir=output_dir) as fake:
+        runner = _runner(fake, tmp_path, local=False)
+        runner.mapping = mapping
+        result = runner.run([Scene("a", {"seed": 0, "scene_id": "../escaped"})])
+    assert result.scenes[0].document["DoneMarkerDetected"] is True
+    assert read_marker(tmp_path / "run" / "a" / "frame.done")["SceneId"] == "../escaped"
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_remote_marker_wait_cuts_a_stalled_view_at_the_window(tmp_path: Path) -> None:
+    # A server that accepts connections and never answers: each /view used to wait the full request timeout.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        options = RunOptions(server=url, run_dir=tmp_path / "run", policy=FAST, run_id="run1", gpu_snapshots=False)
+        runner = Runner(ComfyClient(url, request_timeout_s=5.0), WORKFLOW, MAPPING, options)
+        started = time.monotonic()
+        outcome = runner._wait_remote_marker("a", "pid", "run1/a", "frame.done", 0.3)
+        elapsed = time.monotonic() - started
+    assert not outcome.detected and outcome.problem
+    assert elapsed < 0.3 + 1.0
