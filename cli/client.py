@@ -12,6 +12,7 @@ REST surface used (every route also exists under ``/api``)::
                                   (never the bare /history: it returns up to 10 000 entries)
     GET  /view?filename=&subfolder=&type=output   a file's bytes (remote done markers)
     POST /interrupt               {"prompt_id"} → interrupts that prompt only if it is running
+    POST /queue                   {"delete": [prompt_id, ...]} → drops them from the pending queue
 
 Websocket ``/ws?clientId=<client_id>``: JSON text frames ``{"type", "data"}``; the ones a
 runner acts on are ``status``, ``execution_start``, ``execution_cached`` (cached node ids),
@@ -196,10 +197,16 @@ class ComfyClient:
         self._check_status(status, data, "/view")
         return data
 
-    def interrupt(self, prompt_id: str | None = None) -> None:
+    def interrupt(self, prompt_id: str | None = None, *, timeout_s: float | None = None) -> None:
         """Interrupt *prompt_id* if it is the running prompt (None: whatever runs)."""
-        status, data = self._request("POST", "/interrupt", body={"prompt_id": prompt_id} if prompt_id else {})
+        body = {"prompt_id": prompt_id} if prompt_id else {}
+        status, data = self._request("POST", "/interrupt", body=body, timeout_s=timeout_s)
         self._check_status(status, data, "/interrupt")
+
+    def delete_pending(self, prompt_ids: list[str], *, timeout_s: float | None = None) -> None:
+        """Drop *prompt_ids* from the pending queue (a running prompt is not touched: see :meth:`interrupt`)."""
+        status, data = self._request("POST", "/queue", body={"delete": prompt_ids}, timeout_s=timeout_s)
+        self._check_status(status, data, "/queue")
 
     # ------------------------------------------------------------------ transport
 

@@ -66,6 +66,10 @@ _PROMPT_NAMESPACE = uuid.UUID("6c1f3a52-7f37-4d6a-9a55-2f4f8d1f0b6e")
 
 SUCCESS = "success"
 RETRYABLE = ("executionError",)
+ABANDONED = ("maxWait", "attemptLimit")
+"""Exit reasons that leave the prompt queued or running on the server: the runner stops it."""
+ABANDON_TIMEOUT_S = 5.0
+"""Per request when stopping an abandoned prompt; a server that cannot answer that fast is noted, not awaited."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,8 @@ class Runner:
             counters.history_attempts += completion.history_attempts
             if not self._should_retry(scene.id, completion, counters):
                 break
+        if completion is not None and completion.exit_reason in ABANDONED:
+            self._abandon(scene.id, prompt_id)
         queue_end, duration = utc_now(), time.monotonic() - started
         exit_reason = (
             "validationError" if rejection is not None else completion.exit_reason if completion else "serverLost"
@@ -297,6 +303,18 @@ class Runner:
                 server_grace_s=self.options.server_grace_s,
             )
         return result, None
+
+    def _abandon(self, scene_id: str, prompt_id: str) -> None:
+        """Stop a prompt the runner gave up on, so the next scene does not queue behind a hung one."""
+        try:
+            self.client.delete_pending([prompt_id], timeout_s=ABANDON_TIMEOUT_S)
+            self.client.interrupt(prompt_id, timeout_s=ABANDON_TIMEOUT_S)
+        except ClientError as exc:
+            logger.warning("scene %s: could not stop prompt %s on the server: %s", scene_id, prompt_id, exc)
+            return
+        logger.warning(
+            "scene %s: gave up on prompt %s; removed it from the queue / interrupted it", scene_id, prompt_id
+        )
 
     def _submit(self, prompt: dict[str, Any], prompt_id: str) -> None:
         """POST /prompt; when the reply is lost, look before posting again (the id keeps it idempotent)."""

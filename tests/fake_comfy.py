@@ -314,6 +314,7 @@ class FakeComfy:
             ("GET", "/object_info/{node_class}", self._get_object_info_one),
             ("GET", "/view", self._get_view),
             ("POST", "/interrupt", self._post_interrupt),
+            ("POST", "/queue", self._post_queue),
             ("GET", "/ws", self._ws),
         ]
         for method, path, handler in routes:
@@ -513,6 +514,15 @@ class FakeComfy:
         for job in self._running:
             if wanted is None or job.prompt_id == wanted:
                 job.interrupt.set()
+        return web.Response(status=200)
+
+    async def _post_queue(self, request: web.Request) -> web.Response:
+        """``{"delete": [ids]}`` drops pending prompts, ``{"clear": true}`` all of them (server.py post_queue)."""
+        body = await request.json()
+        if body.get("clear"):
+            self._pending.clear()
+        wanted = set(body.get("delete") or [])
+        self._pending[:] = [job for job in self._pending if job.prompt_id not in wanted]
         return web.Response(status=200)
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:

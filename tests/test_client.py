@@ -277,3 +277,16 @@ def test_ws_url(base: str, expected: str) -> None:
 def test_rejects_a_url_without_scheme() -> None:
     with pytest.raises(ClientError):
         ComfyClient("127.0.0.1:8188")
+
+
+def test_delete_pending_drops_a_queued_prompt_only() -> None:
+    with FakeComfy([Scenario(run_seconds=30), Scenario()]) as fake:
+        client = ComfyClient(fake.url)
+        client.submit({"1": {"class_type": "EmptyImage", "inputs": {}}}, prompt_id="running")
+        client.submit({"1": {"class_type": "EmptyImage", "inputs": {}}}, prompt_id="waiting")
+        deadline = time.monotonic() + 5
+        while not client.queue()["queue_running"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        client.delete_pending(["waiting", "running"])
+        queue = client.queue()
+    assert [item[1] for item in queue["queue_running"]] == ["running"] and queue["queue_pending"] == []

@@ -344,3 +344,18 @@ def test_remote_marker_wait_cuts_a_stalled_view_at_the_window(tmp_path: Path) ->
         elapsed = time.monotonic() - started
     assert not outcome.detected and outcome.problem
     assert elapsed < 0.3 + 1.0
+
+
+def test_a_scene_given_up_on_is_stopped_so_the_next_one_does_not_queue_behind_it(
+    tmp_path: Path, output_dir: Path
+) -> None:
+    # The first prompt would run for a minute; after maxWait it used to keep the server busy, and every
+    # following scene waited behind it into its own maxWait.
+    policy = QueuePolicy(1.0, 0.05, 0, 0.5, scene_retry_budget=0)
+    with FakeComfy([Scenario(run_seconds=60), Scenario()], output_dir=output_dir) as fake:
+        started = time.monotonic()
+        result = _runner(fake, tmp_path, policy=policy).run(_scenes("a", "b"))
+        elapsed = time.monotonic() - started
+    assert [s.exit_reason for s in result.scenes] == ["maxWait", "success"]
+    assert ("POST", "/interrupt") in fake.requests and ("POST", "/queue") in fake.requests
+    assert elapsed < 2 * policy.max_wait_seconds + 3.0
