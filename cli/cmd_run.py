@@ -127,7 +127,12 @@ def run(args: argparse.Namespace) -> int:
         f"run {run_id}: {len(scenes)} scene(s), {describe_policy(policy)}",
     )
     progress = Progress(args.json, workflow)
-    result = Runner(client, workflow, mapping, options, on_event=progress).run(scenes)
+    try:
+        runner = Runner(client, workflow, mapping, options, on_event=progress)
+    except InvalidInputError as exc:  # --resume on a state file of another run, or an unreadable one
+        _fail(args, "resume", str(exc))
+        return EXIT_USAGE
+    result = runner.run(scenes)
     code = EXIT_OK if result.ok else (EXIT_SCENES_FAILED if not all(s.ok for s in result.scenes) else EXIT_RUN_INVALID)
     if args.json:
         emit_json(

@@ -359,3 +359,15 @@ def test_a_scene_given_up_on_is_stopped_so_the_next_one_does_not_queue_behind_it
     assert [s.exit_reason for s in result.scenes] == ["maxWait", "success"]
     assert ("POST", "/interrupt") in fake.requests and ("POST", "/queue") in fake.requests
     assert elapsed < 2 * policy.max_wait_seconds + 3.0
+
+
+def test_cli_resume_of_another_runs_folder_is_a_usage_error(
+    tmp_path: Path, output_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / STATE_FILE).write_text(json.dumps({"RunId": "other", "Scenes": {}}))
+    with FakeComfy(Scenario(), output_dir=output_dir) as fake:
+        argv = ["run", *_write_inputs(tmp_path, {"seed": "id:2.seed"}), "--server", fake.url, "--no-gpu"]
+        code = main([*argv, "--out", str(tmp_path / "run"), "--resume", "--run-id", "mine"])
+    assert code == 2 and fake.submissions == []
+    assert "cannot resume: state belongs to run 'other'" in capsys.readouterr().err
