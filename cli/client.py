@@ -234,12 +234,13 @@ class ComfyClient:
             raise self._transport_error(exc, method, url, timeout) from exc
 
     def _transport_error(self, exc: BaseException, method: str, url: str, timeout: float) -> ClientError:
+        # The URL is the error's path, which str() appends: the message names only the method.
         if _is_refused(exc):
-            return ServerUnavailable(f"connection refused: {method} {url}", path=url)
+            return ServerUnavailable(f"connection refused: {method}", path=url)
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         if isinstance(reason, (TimeoutError, socket.timeout)):
-            return ServerTimeout(f"no reply within {timeout:g} s: {method} {url}", path=url)
-        return ClientError(f"{method} {url} failed: {reason!r}", path=url)
+            return ServerTimeout(f"no reply within {timeout:g} s: {method}", path=url)
+        return ClientError(f"{method} failed: {reason!r}", path=url)
 
     def _check_status(self, status: int, data: bytes, path: str) -> None:
         if 200 <= status < 300:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 from fake_comfy import FakeComfy, Scenario
 from scene_telemetry.cli.gpu_remote import probe_system_stats
-from scene_telemetry.cli.main import build_parser
+from scene_telemetry.cli.main import build_parser, main
 
 
 @pytest.mark.parametrize(
@@ -71,3 +72,15 @@ def test_gpu_probe_ignores_environment_proxies(monkeypatch: pytest.MonkeyPatch) 
             monkeypatch.delenv(name, raising=False)
         reply, notes = probe_system_stats(fake.url, tries=1)
     assert notes == [] and reply is not None and "devices" in reply
+
+
+def test_dead_server_is_one_line_naming_the_url_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    (tmp_path / "scenes.yaml").write_text("- id: a\n")
+    workflow = str(Path(__file__).resolve().parents[1] / "api_workflows" / "scene_telemetry_model_free.json")
+    argv = ["run", workflow, "--scenes", str(tmp_path / "scenes.yaml"), "--server", url, "--out", str(tmp_path / "o")]
+    assert main(argv) == 10
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].count(f"{url}/system_stats") == 1 and "connection refused" in lines[0]
