@@ -404,7 +404,7 @@ class Runner:
         return forced
 
     def _wait_marker(self, scene_id: str, prompt_id: str, prefix: str, entry: dict[str, Any] | None) -> MarkerOutcome:
-        subfolder, name = _marker_location(prefix, entry)
+        subfolder, name = _marker_location(prefix)
         timeout = self.options.policy.post_execution_timeout_seconds
         if self.options.comfy_output_dir is not None:
             folder = self.options.comfy_output_dir / subfolder
@@ -485,7 +485,7 @@ class Runner:
         self, scene: Scene, prompt_id: str, prefix: str | None, entry: dict[str, Any] | None
     ) -> MarkerOutcome:
         """The seed's fallback: stable frames → a local ``runner-forced`` marker."""
-        files = _history_files(entry, _marker_location(prefix, entry)[0] if prefix else None)
+        files = _history_files(entry, _marker_location(prefix)[0] if prefix else None)
         if not files:
             return MarkerOutcome(problem="the history entry lists no output files")
         subfolder = files[0][0]
@@ -750,7 +750,7 @@ def _join(a: str, b: str) -> str:
     return "/".join(p for p in (a, b) if p)
 
 
-def _marker_location(prefix: str, entry: dict[str, Any] | None) -> tuple[str, str]:
+def _marker_location(prefix: str) -> tuple[str, str]:
     """(subfolder, marker file name) of a WriteDoneMarker prefix (runner prefixes carry no %tokens%)."""
     normalised = os.path.normpath(prefix).replace(os.sep, "/")
     subfolder, _, filename = normalised.rpartition("/")

@@ -515,8 +515,3 @@ def apply_runner_inputs(
         if "scene_id" not in mapping:
             inputs["scene_id"] = scene.id
     return prefix
-
-
-def format_problems(problems: Iterable[Problem]) -> str:
-    """One problem per line."""
-    return "\n".join(str(p) for p in problems)
