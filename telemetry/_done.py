@@ -130,6 +130,8 @@ def mark_files(
         raise InvalidInputError("every listed file must be in the first file's folder or below", field="filenames")
     sizes = fsync_existing(resolved)
     filename = os.path.basename(os.path.normpath(filename_prefix))
+    if filename in ("", ".", ".."):
+        raise InvalidInputError(f"filename_prefix {filename_prefix!r} has no file name part", field="filename_prefix")
     subfolder = relative_posix(out, folder)
     body = build_marker(
         [MarkedFile(n, s) for n, s in zip(names, sizes, strict=True)],

@@ -11,13 +11,14 @@ the wait.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from ._errors import DoneTimeoutError, MarkerError
+from ._errors import DoneTimeoutError, InvalidInputError, MarkerError
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,10 @@ def wait_for_done(
     Raises :class:`DoneTimeoutError` (with the last problem seen) after *timeout*
     seconds.
     """
+    if not math.isfinite(timeout) or timeout < 0 or not math.isfinite(poll_interval) or poll_interval <= 0:
+        raise InvalidInputError(
+            f"timeout must be a finite number >= 0 and poll_interval > 0 (got {timeout!r}, {poll_interval!r})"
+        )
     marker = resolve_marker_path(path)
     deadline = time.monotonic() + timeout
     wake = threading.Event()

@@ -142,3 +142,11 @@ def test_torn_write_is_impossible_to_observe(output_dir: Path) -> None:
     for _ in range(20):
         atomic_write_text(marker, json.dumps(body))
         assert wait_for_done(marker, 1)["FrameCount"] == 2
+
+
+@pytest.mark.parametrize(("timeout", "poll"), [(float("nan"), 0.5), (float("inf"), 0.5), (-1.0, 0.5), (1.0, 0.0)])
+def test_unusable_budgets_are_refused_not_looped_on(output_dir: Path, timeout: float, poll: float) -> None:
+    from scene_telemetry.telemetry import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="finite"):
+        wait_for_done(output_dir / "frame.done", timeout, poll_interval=poll)

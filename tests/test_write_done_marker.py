@@ -218,3 +218,12 @@ def test_marker_holds_nothing_beyond_the_contract(comfy: dict[str, Any], output_
     text = (output_dir / "frame.done").read_text()
     assert "sk-secret" not in text
     assert set(json.loads(text)) == set(load_schema("done-marker")["properties"])
+
+
+@pytest.mark.parametrize("prefix", [".", "..", "video/.."])
+def test_vhs_mode_refuses_a_prefix_without_a_name(comfy: dict[str, Any], output_dir: Path, prefix: str) -> None:
+    clip = output_dir / "clip_00001.mp4"
+    clip.write_bytes(b"\x00" * 10)
+    with pytest.raises(InvalidInputError, match="no file name part"):
+        run(filename_prefix=prefix, filenames=(True, [str(clip)]))
+    assert _tree(output_dir) == ["clip_00001.mp4"]
