@@ -49,7 +49,7 @@ def _check(marker: Path, prompt_id: str | None) -> tuple[dict[str, Any] | None, 
         try:
             body = verify_marker(candidate)
         except MarkerError as exc:
-            problem = str(exc)
+            problem = f"{candidate.name}: {exc.message}"
             continue
         if prompt_id is not None and body.get("PromptId") != prompt_id:
             problem = f"{candidate.name} is from prompt {body.get('PromptId')}, waiting for {prompt_id}"
