@@ -75,7 +75,8 @@ __all__ = [
 ]
 
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
-"""Per HTTP request. Generous: while a model loads, ComfyUI's event loop can stall for seconds."""
+"""Per HTTP request, whole (connect, send, headers and body together: see :class:`_DeadlineConnection`).
+Generous: while a model loads, ComfyUI's event loop can stall for seconds."""
 WS_OPEN_TIMEOUT_S = 5.0
 """Websocket handshake limit; a failed open only delays the next reconnect, the runner polls meanwhile."""
 WS_PING_INTERVAL_S = 20.0
@@ -113,6 +114,47 @@ def ws_url(base_url: str, client_id: str) -> str:
     return urllib.parse.urlunsplit((scheme, parts.netloc, path, urllib.parse.urlencode({"clientId": client_id}), ""))
 
 
+class _DeadlineSocket(socket.socket):
+    """A socket whose every receive is cut at one deadline: a server trickling bytes cannot stretch a request.
+
+    A plain socket timeout restarts with each ``recv``; here each receive waits only for what is left.
+    """
+
+    deadline = float("inf")
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request deadline passed")
+        self.settimeout(left)
+        return super().recv_into(buffer, nbytes, flags)
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    """``http.client`` connection whose whole request ends within its ``timeout`` (counted from creation)."""
+
+    def __init__(self, host: str, *, timeout: float | None = None, **kwargs: Any) -> None:
+        # urllib always passes the timeout given to open(), which ComfyClient always sets.
+        super().__init__(host, timeout=timeout, **kwargs)
+        self._deadline = time.monotonic() + timeout if isinstance(timeout, (int, float)) else float("inf")
+
+    def connect(self) -> None:
+        super().connect()
+        plain = self.sock
+        sock = _DeadlineSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        sock.deadline = self._deadline
+        sock.settimeout(max(0.001, self._deadline - time.monotonic()) if self._deadline != float("inf") else None)
+        self.sock = sock
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    """Replaces urllib's HTTP handler (``build_opener`` drops the default for a subclass). HTTPS keeps the
+    stock per-read timeout: ComfyUI servers are plain HTTP on the host or LAN."""
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_DeadlineConnection, req)
+
+
 def _is_refused(exc: BaseException) -> bool:
     """True for 'nothing listens there' (the only failure that may mean the server is gone)."""
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
@@ -137,12 +179,12 @@ class ComfyClient:
             raise ClientError(exc.message) from None
         self.client_id = client_id or uuid.uuid4().hex
         self.request_timeout_s = request_timeout_s
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _DeadlineHTTPHandler())
 
     # ------------------------------------------------------------------ endpoints
 
-    def system_stats(self) -> dict[str, Any]:
-        return self._get_json("/system_stats")
+    def system_stats(self, *, timeout_s: float | None = None) -> dict[str, Any]:
+        return self._get_json("/system_stats", timeout_s=timeout_s)
 
     def object_info(self) -> dict[str, Any]:
         return self._get_json("/object_info")
@@ -151,13 +193,18 @@ class ComfyClient:
         return self._get_json("/queue", timeout_s=timeout_s)
 
     def submit(
-        self, prompt: dict[str, Any], *, prompt_id: str, extra_data: dict[str, Any] | None = None
+        self,
+        prompt: dict[str, Any],
+        *,
+        prompt_id: str,
+        extra_data: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         """Queue *prompt* under the caller's *prompt_id* and this client's ``client_id``."""
         body: dict[str, Any] = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id}
         if extra_data:
             body["extra_data"] = extra_data
-        status, data = self._request("POST", "/prompt", body=body)
+        status, data = self._request("POST", "/prompt", body=body, timeout_s=timeout_s)
         if status == 400:
             reply = self._decode(data, "/prompt")
             error, node_errors = reply.get("error") or {}, reply.get("node_errors") or {}
@@ -218,7 +265,10 @@ class ComfyClient:
     def _request(
         self, method: str, path: str, *, body: dict[str, Any] | None = None, timeout_s: float | None = None
     ) -> tuple[int, bytes]:
-        """One request; HTTP error statuses are returned, transport failures raised as ClientError."""
+        """One request; HTTP error statuses are returned, transport failures raised as ClientError.
+
+        The timeout bounds the whole request (connect, send, status, headers, body), not each socket read.
+        """
         timeout = self.request_timeout_s if timeout_s is None else max(0.01, min(timeout_s, self.request_timeout_s))
         url = self.base_url + path
         payload = None if body is None else json.dumps(body).encode("utf-8")

@@ -205,6 +205,8 @@ class FakeComfy:
         system_stats: dict[str, Any] | None = None,
         system_stats_500: int = 0,
         send_executing_null: bool = True,
+        stall_s: dict[str, float] | None = None,
+        trickle_s: dict[str, float] | None = None,
     ) -> None:
         if scenarios is None:
             scenarios = Scenario()
@@ -215,6 +217,12 @@ class FakeComfy:
         )
         self.system_stats_500 = system_stats_500
         self.send_executing_null = send_executing_null
+        self.stall_s = dict(stall_s or {})
+        """``"METHOD /path"`` prefix (``/api`` stripped, e.g. ``"POST /prompt"``, ``"GET /history/"``) → seconds
+        the server sits on such a request before handling it (a wedged event loop)."""
+        self.trickle_s = dict(trickle_s or {})
+        """Same keys → the reply body is sent one byte at a time, this many seconds apart (a trickling server)."""
+        self._stopping: asyncio.Event | None = None
         self.host = "127.0.0.1"
         self.port = 0
         self.requests: list[tuple[str, str]] = []
@@ -324,6 +332,7 @@ class FakeComfy:
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         self._transition = asyncio.Lock()
+        self._stopping = asyncio.Event()
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._work())
         await self._come_up()
@@ -395,6 +404,8 @@ class FakeComfy:
             await asyncio.sleep(_CONNECTION_CLOSE_POLL_S)
 
     async def _shutdown(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()  # stalled and trickling replies give up at once
         for job in self._running + self._pending:
             job.interrupt.set()
         tasks = [t for t in (self._worker, *self._tasks) if t is not None]
@@ -415,8 +426,37 @@ class FakeComfy:
     @web.middleware
     async def _log_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path_qs))
+        key = f"{request.method} {request.path.removeprefix('/api')}"
+        stall = next((s for k, s in self.stall_s.items() if key.startswith(k)), 0.0)
+        if stall > 0 and await self._pause(stall):
+            return web.Response(status=503)
         response: web.StreamResponse = await handler(request)
+        gap = next((g for k, g in self.trickle_s.items() if key.startswith(k)), 0.0)
+        if gap > 0 and isinstance(response, web.Response) and isinstance(response.body, bytes):
+            return await self._trickle(request, response, gap)
         return response
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep *seconds*, or less when the fake stops; True when it stopped."""
+        assert self._stopping is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+    async def _trickle(self, request: web.Request, response: web.Response, gap: float) -> web.StreamResponse:
+        body = bytes(response.body) if isinstance(response.body, bytes) else b""
+        stream = web.StreamResponse(status=response.status, headers={"Content-Type": response.content_type})
+        stream.content_length = len(body)
+        await stream.prepare(request)
+        for index in range(len(body)):
+            try:
+                await stream.write(body[index : index + 1])
+            except ConnectionError:
+                return stream
+            if await self._pause(gap):
+                return stream
+        await stream.write_eof()
+        return stream
 
     # ---------------------------------------------------------------- HTTP routes
 

@@ -290,3 +290,20 @@ def test_delete_pending_drops_a_queued_prompt_only() -> None:
         client.delete_pending(["waiting", "running"])
         queue = client.queue()
     assert [item[1] for item in queue["queue_running"]] == ["running"] and queue["queue_pending"] == []
+
+
+def test_a_trickling_reply_is_cut_at_the_whole_request_timeout(fake_comfy: Callable[..., FakeComfy]) -> None:
+    # GET /queue's ~40-byte reply, one byte per 0.1 s: every read arrives well inside a 0.3 s socket timeout, so a
+    # per-read timeout let the request run ~4 s. The timeout bounds the whole request.
+    timeout_s, slack_s = 0.3, 0.3
+    fake = fake_comfy(trickle_s={"GET /queue": 0.1})
+    client = ComfyClient(fake.url, request_timeout_s=timeout_s)
+    assert client.history("p") is None  # other routes are untouched
+    started = time.monotonic()
+    with pytest.raises(ServerTimeout):
+        client.queue()
+    assert time.monotonic() - started < timeout_s + slack_s
+    started = time.monotonic()
+    with pytest.raises(ServerTimeout):
+        client.queue(timeout_s=0.1)  # a caller's shorter timeout bounds the whole request too
+    assert time.monotonic() - started < 0.1 + slack_s
