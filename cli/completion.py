@@ -21,8 +21,10 @@ Exit reasons (``HistoryExitReason``): ``success`` only when the history entry sa
 post-execution window, from the websocket event; ``postExecution`` when ``execution_success``
 was seen but no entry came; ``maxWait`` when ``max_wait_seconds`` passed without a final status;
 ``attemptLimit`` when ``max_attempt_count`` (> 0) polls answered without an entry; ``serverLost``.
-The scene budget is therefore ``max_wait_seconds`` plus, once a final event arrived,
-``post_execution_timeout_seconds``; a request in flight is cut at the budget's end.
+The attempt's budget is therefore ``max_wait_seconds`` (from *started*) plus, once a final event arrived,
+``post_execution_timeout_seconds``: one deadline at most ``started + max_wait + post_execution`` away.
+Every request (history polls and the lost-prompt lookups) gets only the time left, a request in flight
+is cut at the deadline (whole-request timeouts, :mod:`cli.client`), and none is made once it passed.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..telemetry._meta import iso_from_epoch_ms
-from .client import ClientError, ComfyClient, EventStream, HttpStatusError, ServerUnavailable
+from .client import ClientError, ComfyClient, EventStream, HttpStatusError, ServerTimeout, ServerUnavailable
 from .policy import QueuePolicy
 
 logger = logging.getLogger(__name__)
@@ -154,17 +156,37 @@ def classify_history_entry(entry: dict[str, Any]) -> _HistoryVerdict:
     return verdict
 
 
-def locate_prompt(client: ComfyClient, prompt_id: str, *, timeout_s: float | None = None) -> str:
-    """Where *prompt_id* is now: ``history``, ``running``, ``pending`` or ``absent`` (for --resume)."""
-    if client.history(prompt_id, timeout_s=timeout_s) is not None:
+def locate_prompt(
+    client: ComfyClient,
+    prompt_id: str,
+    *,
+    timeout_s: float | None = None,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Where *prompt_id* is now: ``history``, ``running``, ``pending`` or ``absent`` (for --resume).
+
+    With *deadline* (on *clock*) each of the up to three requests gets only the time left, and one with no
+    time left is not made: :class:`ServerTimeout` instead.
+    """
+
+    def limit() -> float | None:
+        if deadline is None:
+            return timeout_s
+        left = deadline - clock()
+        if left <= 0:
+            raise ServerTimeout(f"no time left to look up prompt {prompt_id}")
+        return left if timeout_s is None else min(timeout_s, left)
+
+    if client.history(prompt_id, timeout_s=limit()) is not None:
         return "history"
-    queue = client.queue(timeout_s=timeout_s)
+    queue = client.queue(timeout_s=limit())
     for state in ("running", "pending"):
         for item in queue.get(f"queue_{state}") or []:
             if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
                 return state
     # The prompt may have finished between the two reads.
-    return "history" if client.history(prompt_id, timeout_s=timeout_s) is not None else "absent"
+    return "history" if client.history(prompt_id, timeout_s=limit()) is not None else "absent"
 
 
 class _Waiter:
@@ -180,11 +202,12 @@ class _Waiter:
         clock: Callable[[], float],
         sleep: Callable[[float], None],
         server_grace_s: float,
+        started: float | None = None,
     ) -> None:
         self.client, self.prompt_id, self.policy = client, prompt_id, policy
         self.events, self.on_event, self.clock, self.sleep = events, on_event, clock, sleep
         self.server_grace_s = server_grace_s
-        self.start = clock()
+        self.start = clock() if started is None else started
         self.deadline = self.start + policy.max_wait_seconds
         self.next_poll = self.start
         self.attempts = 0
@@ -314,7 +337,7 @@ class _Waiter:
             return self._from_entry(entry)
         self.empty_polls += 1
         if self.check_presence:
-            lost = self._lost_check(timeout)
+            lost = self._lost_check()
             if lost is not None:
                 return lost
         return self._schedule_next(now)
@@ -345,9 +368,9 @@ class _Waiter:
             self.refused_since = None
             self._suspect_restart("server answers again after refusing connections")
 
-    def _lost_check(self, timeout: float) -> CompletionResult | None:
-        try:
-            where = locate_prompt(self.client, self.prompt_id, timeout_s=timeout)
+    def _lost_check(self) -> CompletionResult | None:
+        try:  # each lookup is cut at the budget's end (timing them from before the poll overran it)
+            where = locate_prompt(self.client, self.prompt_id, deadline=self._active_deadline(), clock=self.clock)
         except ClientError as exc:
             logger.warning("prompt %s: queue check failed (%s); retrying", self.prompt_id, exc)
             return None
@@ -406,13 +429,16 @@ def wait_for_completion(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     server_grace_s: float = DEFAULT_SERVER_GRACE_S,
+    started: float | None = None,
 ) -> CompletionResult:
     """Wait until *prompt_id* has a confirmed final status or its budget is spent; never raises
     for server trouble (that is an exit reason).
 
     *events* should be connected before the prompt was posted; without it the wait polls
     ``/history/{id}`` only. *on_event* receives every websocket message about this prompt and
-    every one without a prompt id (``status``), for progress display.
+    every one without a prompt id (``status``), for progress display. *started* (on *clock*) is when the
+    attempt began (the runner: before ``POST /prompt``), so the time spent submitting counts against
+    ``max_wait_seconds``; default: now.
     """
-    waiter = _Waiter(client, prompt_id, policy, events, on_event, clock, sleep, server_grace_s)
+    waiter = _Waiter(client, prompt_id, policy, events, on_event, clock, sleep, server_grace_s, started)
     return waiter.run()

@@ -44,7 +44,7 @@ from ..telemetry._meta import iso_from_epoch_ms, iso_utc, utc_now, versions
 from ..telemetry._paths import marker_name
 from ..telemetry._wait import wait_for_done
 from .client import ComfyClient, EventStream, PromptRejected
-from .completion import CompletionResult, wait_for_completion
+from .completion import CompletionResult, locate_prompt, wait_for_completion
 from .policy import QueuePolicy
 from .scenes import FieldMapping, Scene, apply_runner_inputs, patch_workflow
 
@@ -280,19 +280,30 @@ class Runner:
     def _attempt(
         self, scene_id: str, prompt: dict[str, Any], prompt_id: str, *, attach: bool
     ) -> tuple[CompletionResult | None, str | None]:
-        """One submission (or re-attachment); returns (completion, rejection summary)."""
-        with EventStream(self.client.base_url, self.client.client_id) as events:
+        """One submission (or re-attachment); returns (completion, rejection summary).
+
+        The attempt's budget starts here: connecting the websocket, ``POST /prompt`` (its retries and
+        look-ups included) and the wait share one deadline, ``max_wait_seconds`` from now (plus
+        ``post_execution_timeout_seconds`` once a final event arrived: :func:`wait_for_completion`).
+        """
+        started = time.monotonic()
+        submit_deadline = started + self.options.policy.max_wait_seconds
+        events = EventStream(self.client.base_url, self.client.client_id)
+        try:
+            events.connect(max(MIN_REQUEST_TIMEOUT_S, submit_deadline - time.monotonic()))
             if attach:
                 logger.info("re-attaching to prompt %s (--resume)", prompt_id)
             else:
                 try:
-                    self._submit(prompt, prompt_id)
+                    self._submit(prompt, prompt_id, submit_deadline)
                 except PromptRejected as exc:
                     if exc.queued:
                         logger.warning("prompt %s: outputs failed validation; ComfyUI still runs the rest", prompt_id)
                     return None, f"{'queued with node_errors' if exc.queued else 'rejected'}: {exc}"
                 except ServerUnavailable as exc:
                     return _lost_before_submit(str(exc)), None
+                except _OutOfTime as exc:
+                    return _submit_timed_out(str(exc)), None
             self._notify({"event": "submitted", "prompt_id": prompt_id, "attached": attach})
             result = wait_for_completion(
                 self.client,
@@ -301,7 +312,10 @@ class Runner:
                 events=events,
                 on_event=lambda message: self._notify({"event": "ws", "scene": scene_id, "message": message}),
                 server_grace_s=self.options.server_grace_s,
+                started=started,
             )
+        finally:
+            events.close()
         return result, None
 
     def _abandon(self, scene_id: str, prompt_id: str) -> None:
@@ -316,34 +330,47 @@ class Runner:
             "scene %s: gave up on prompt %s; removed it from the queue / interrupted it", scene_id, prompt_id
         )
 
-    def _submit(self, prompt: dict[str, Any], prompt_id: str) -> None:
-        """POST /prompt; when the reply is lost, look before posting again (the id keeps it idempotent)."""
+    def _submit(self, prompt: dict[str, Any], prompt_id: str, deadline: float) -> None:
+        """POST /prompt; when the reply is lost, look before posting again (the id keeps it idempotent).
+
+        Every request gets only the time left before *deadline* (the attempt's ``max_wait_seconds``), and
+        none is made after it: :class:`_OutOfTime`, which the caller reports as ``maxWait``.
+        """
         last: ClientError | None = None
         for attempt in range(1, SUBMIT_TRIES + 1):
-            if attempt > 1 and self._known_to_server(prompt_id):
+            if attempt > 1 and self._known_to_server(prompt_id, deadline):
                 return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                self.client.submit(prompt, prompt_id=prompt_id)
+                self.client.submit(prompt, prompt_id=prompt_id, timeout_s=left)
                 return
             except (PromptRejected, ServerUnavailable):
                 raise
             except ClientError as exc:
                 last = exc
                 logger.warning("POST /prompt try %d/%d for %s failed: %s", attempt, SUBMIT_TRIES, prompt_id, exc)
-                time.sleep(self.options.policy.history_poll_interval_seconds)
+                pause = min(self.options.policy.history_poll_interval_seconds, deadline - time.monotonic())
+                if attempt < SUBMIT_TRIES and pause > 0:
+                    time.sleep(pause)
+        if time.monotonic() >= deadline:
+            raise _OutOfTime(
+                f"POST /prompt did not complete within max_wait_seconds "
+                f"({self.options.policy.max_wait_seconds:g} s){f': {last}' if last else ''}"
+            )
         assert last is not None
         raise ServerUnavailable(f"POST /prompt failed {SUBMIT_TRIES} times: {last}")
 
-    def _known_to_server(self, prompt_id: str) -> bool:
-        """True when *prompt_id* is queued, running or in history (a lost reply to a POST that worked)."""
+    def _known_to_server(self, prompt_id: str, deadline: float | None = None) -> bool:
+        """True when *prompt_id* is queued, running or in history (a lost reply to a POST that worked).
+
+        With *deadline*, every look-up gets only the time left (none once it passed: then False).
+        """
         try:
-            if self.client.history(prompt_id) is not None:
-                return True
-            queue = self.client.queue()
+            return locate_prompt(self.client, prompt_id, deadline=deadline) != "absent"
         except ClientError:
             return False
-        items = [*queue.get("queue_running", []), *queue.get("queue_pending", [])]
-        return any(isinstance(i, list) and len(i) > 1 and i[1] == prompt_id for i in items)
 
     def _should_retry(self, scene_id: str, completion: CompletionResult, counters: _Attempts) -> bool:
         retryable = completion.exit_reason in RETRYABLE or (completion.exit_reason == "serverLost" and completion.lost)
@@ -714,6 +741,25 @@ def read_state_run_id(run_dir: Path) -> str | None:
         return None
     run_id = state.get("RunId") if isinstance(state, dict) else None
     return run_id if isinstance(run_id, str) else None
+
+
+class _OutOfTime(Exception):
+    """The attempt's deadline passed before ``POST /prompt`` got an answer."""
+
+
+def _submit_timed_out(detail: str) -> CompletionResult:
+    """The attempt ended while submitting: ``maxWait`` (the prompt may be queued: it is stopped like one)."""
+    return CompletionResult(
+        exit_reason="maxWait",
+        history_attempts=0,
+        execution_success_detected=False,
+        execution_success_at=None,
+        post_execution_timeout_reached=False,
+        history_entry=None,
+        error=None,
+        lost=False,
+        detail=detail,
+    )
 
 
 def _lost_before_submit(detail: str) -> CompletionResult:

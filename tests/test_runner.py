@@ -371,3 +371,37 @@ def test_cli_resume_of_another_runs_folder_is_a_usage_error(
         code = main([*argv, "--out", str(tmp_path / "run"), "--resume", "--run-id", "mine"])
     assert code == 2 and fake.submissions == []
     assert "cannot resume: state belongs to run 'other'" in capsys.readouterr().err
+
+
+BUDGET_SLACK_S = 0.5
+"""What a scene may take past its budget: one MIN_REQUEST_TIMEOUT_S request, stopping an abandoned prompt
+on a healthy fake, loop and thread scheduling on a shared 2-core machine."""
+
+
+def test_a_stalled_post_prompt_ends_the_attempt_within_max_wait(tmp_path: Path, output_dir: Path) -> None:
+    # POST /prompt never answers: SUBMIT_TRIES requests of the full 2 s request timeout (plus look-ups) used to
+    # run before the attempt's budget even started, ~6 s for a 1 s max_wait. Now they share the attempt deadline.
+    policy = QueuePolicy(1.0, 0.05, 0, 0.3, scene_retry_budget=0)
+    with FakeComfy(Scenario(), output_dir=output_dir, stall_s={"POST /prompt": 30.0}) as fake:
+        started = time.monotonic()
+        result = _runner(fake, tmp_path, policy=policy).run(_scenes("a"))
+        elapsed = time.monotonic() - started
+    doc = result.scenes[0].document
+    assert doc["HistoryExitReason"] == "maxWait" and "POST /prompt did not complete" in doc["ExitDetail"]
+    assert doc["DurationSeconds"] < policy.max_wait_seconds + BUDGET_SLACK_S
+    assert elapsed < policy.max_wait_seconds + BUDGET_SLACK_S + 1.0  # + writing and validating the run folder
+
+
+def test_the_lost_prompt_check_ends_at_the_attempt_deadline(tmp_path: Path, output_dir: Path) -> None:
+    # After a restart the runner looks the prompt up (history, queue, history). Those requests were timed from
+    # before the poll, so a stalled /queue ran up to a whole extra window past the deadline.
+    policy = QueuePolicy(2.0, 0.05, 0, 0.3, scene_retry_budget=0)
+    stalls = {"GET /queue": 30.0, "GET /history/": 0.5}
+    with FakeComfy(Scenario(restart_after=2, down_s=0.1), output_dir=output_dir, stall_s=stalls) as fake:
+        runner = _runner(fake, tmp_path, policy=policy)
+        runner.client = ComfyClient(fake.url, request_timeout_s=5.0)
+        result = runner.run(_scenes("a"))
+    doc = result.scenes[0].document
+    assert doc["HistoryExitReason"] == "maxWait"
+    assert fake.restarts == 1 and any(r == ("GET", "/queue") for r in fake.requests)  # the check did run
+    assert doc["DurationSeconds"] < policy.max_wait_seconds + BUDGET_SLACK_S
