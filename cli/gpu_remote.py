@@ -28,9 +28,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
-from ..telemetry._errors import InvalidInputError
+from ..telemetry._errors import ClientError, InvalidInputError
 from ..telemetry._gpu import (
     DEVICE_TYPES,
     Reading,
@@ -52,6 +53,11 @@ SYSTEM_STATS_TRIES = 3  # as the seed: a server busy loading a model answers on 
 SYSTEM_STATS_DELAY_S = 0.5  # pause between tries (the seed's 500 ms)
 SYSTEM_STATS_TIMEOUT_S = 5.0  # per request; /system_stats is cheap, 5 s means a wedged server (comfy-cli probe)
 NVIDIA_SMI_TIMEOUT_S = 10.0  # nvidia-smi answers in 50-300 ms; 10 s means a hung driver (GPU off the bus)
+BOUNDED_STATS_TIMEOUT_S = 2.0
+"""The runner's per-scene /system_stats: one try, this long at most (a healthy server answers in ms)."""
+BOUNDED_SNAPSHOT_ALLOWANCE_S = 3.0
+"""The most one runner snapshot may take, every tier together: /system_stats, then the local NVML /
+nvidia-smi fallback with whatever is left. A snapshot must never delay a scene by more than this."""
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """Direct connections, as :class:`cli.client.ComfyClient`: a proxy would turn "refused" into a 502."""
 _KILL_WAIT_S = 2.0  # after killing a timed-out nvidia-smi, how long to wait for its pipes to close
@@ -285,8 +291,8 @@ def nvidia_smi_reading(rows: list[dict[str, Any]]) -> Reading | str:
     return Reading("nvidia-smi", "device", device, devices)
 
 
-def _nvidia_smi_tier(_hint: Any) -> Reading | str:
-    rows, reason = probe_nvidia_smi(timeout_s=NVIDIA_SMI_TIMEOUT_S)
+def _nvidia_smi_tier(_hint: Any, timeout_s: float = NVIDIA_SMI_TIMEOUT_S) -> Reading | str:
+    rows, reason = probe_nvidia_smi(timeout_s=timeout_s)
     return nvidia_smi_reading(rows) if rows is not None else (reason or "no answer")
 
 
@@ -309,9 +315,48 @@ def take_remote_snapshot(label: str, base_url: str | None) -> dict[str, Any]:
             notes.append(f"system_stats: {reading}")
     else:
         notes.append("system_stats: no server URL given")
-    for name, probe in (("nvml", probe_nvml), ("nvidia-smi", _nvidia_smi_tier)):
-        result = attempt(name, probe, None)
-        if isinstance(result, Reading):
-            return build_snapshot(label, result, notes, ram_sample())
-        notes.append(f"{name}: {result}")
+    return _local_tiers(label, notes, None)
+
+
+def take_bounded_snapshot(
+    label: str,
+    system_stats: Callable[[float], dict[str, Any]],
+    *,
+    allowance_s: float = BOUNDED_SNAPSHOT_ALLOWANCE_S,
+    stats_timeout_s: float = BOUNDED_STATS_TIMEOUT_S,
+) -> dict[str, Any]:
+    """The runner's snapshot around a scene: done within *allowance_s*, whatever the server does. Never raises.
+
+    *system_stats(timeout_s)* is one ``GET /system_stats`` (the runner's client, whose timeout bounds the
+    whole request); it is tried once, for at most *stats_timeout_s*. Then local NVML, then nvidia-smi with
+    what is left of the allowance (skipped when nothing is). Each failure is a ``FallbackNotes`` line.
+    """
+    deadline = time.monotonic() + allowance_s
+    notes: list[str] = []
+    try:
+        reply = system_stats(max(0.01, min(stats_timeout_s, allowance_s)))
+    except ClientError as exc:
+        notes.append(f"system_stats: {exc}")
+    else:
+        reading = attempt("system_stats", lambda _hint: parse_system_stats(reply), None)
+        if isinstance(reading, Reading):
+            return build_snapshot(label, reading, notes, None)
+        notes.append(f"system_stats: {reading}")
+    return _local_tiers(label, notes, deadline)
+
+
+def _local_tiers(label: str, notes: list[str], deadline: float | None) -> dict[str, Any]:
+    """Local NVML → nvidia-smi → ``none``; with *deadline*, nvidia-smi gets only the time left."""
+    result = attempt("nvml", probe_nvml, None)
+    if isinstance(result, Reading):
+        return build_snapshot(label, result, notes, ram_sample())
+    notes.append(f"nvml: {result}")
+    left = NVIDIA_SMI_TIMEOUT_S if deadline is None else min(NVIDIA_SMI_TIMEOUT_S, deadline - time.monotonic())
+    if left <= 0:
+        notes.append("nvidia-smi: not run, the snapshot's time allowance is spent")
+        return build_snapshot(label, None, notes, ram_sample())
+    result = attempt("nvidia-smi", lambda hint: _nvidia_smi_tier(hint, left), None)
+    if isinstance(result, Reading):
+        return build_snapshot(label, result, notes, ram_sample())
+    notes.append(f"nvidia-smi: {result}")
     return build_snapshot(label, None, notes, ram_sample())

@@ -68,6 +68,9 @@ SUCCESS = "success"
 RETRYABLE = ("executionError",)
 ABANDONED = ("maxWait", "attemptLimit")
 """Exit reasons that leave the prompt queued or running on the server: the runner stops it."""
+GPU_SNAPSHOT_ALLOWANCE_S = 3.0
+"""Per GPU snapshot (before and after a scene): one /system_stats try of at most 2 s, then the local
+NVML / nvidia-smi fallback with what is left (cli.gpu_remote.take_bounded_snapshot)."""
 ABANDON_TIMEOUT_S = 5.0
 """Per request when stopping an abandoned prompt; a server that cannot answer that fast is noted, not awaited."""
 
@@ -87,6 +90,8 @@ class RunOptions:
     marker_poll_interval_s: float = MARKER_POLL_INTERVAL_S
     gpu_snapshots: bool = True
     """Take /system_stats GPU snapshots around scenes whose graph has no collector."""
+    gpu_snapshot_allowance_s: float = GPU_SNAPSHOT_ALLOWANCE_S
+    """The most each of those snapshots may take (a wedged server or driver becomes a FallbackNotes line)."""
     comfyui_version: str | None = None
     server_grace_s: float = 60.0
     """How long refused connections may last (a restart) before the server counts as lost."""
@@ -664,15 +669,19 @@ class Runner:
         }
 
     def _gpu_snapshot(self, label: str) -> dict[str, Any] | None:
+        """A server-side snapshot within ``gpu_snapshot_allowance_s`` (its own short-timeout client)."""
         if not self.options.gpu_snapshots:
             return None
         try:
-            from .gpu_remote import take_remote_snapshot
+            from .gpu_remote import BOUNDED_STATS_TIMEOUT_S, take_bounded_snapshot
         except ImportError:  # the remote probe is optional: the GPU block then says Source "none"
             logger.debug("cli.gpu_remote unavailable; no server-side GPU snapshot")
             return None
-
-        snapshot: dict[str, Any] = take_remote_snapshot(label, self.options.server)
+        allowance = self.options.gpu_snapshot_allowance_s
+        stats_client = ComfyClient(self.client.base_url, request_timeout_s=min(BOUNDED_STATS_TIMEOUT_S, allowance))
+        snapshot: dict[str, Any] = take_bounded_snapshot(
+            label, lambda timeout_s: stats_client.system_stats(timeout_s=timeout_s), allowance_s=allowance
+        )
         return snapshot
 
     # ------------------------------------------------------------------ state (--resume)

@@ -51,7 +51,7 @@ def _runner(fake: FakeComfy, tmp_path: Path, *, policy: QueuePolicy = FAST, loca
         comfy_output_dir=fake.output_dir if local else None,
         forced_quiet_period_s=QUIET_S,
         marker_poll_interval_s=0.05,
-        gpu_snapshots=False,
+        gpu_snapshots=kw.pop("gpu_snapshots", False),
         server_grace_s=kw.pop("server_grace_s", 2.0),
         **kw,
     )
@@ -405,3 +405,21 @@ def test_the_lost_prompt_check_ends_at_the_attempt_deadline(tmp_path: Path, outp
     assert doc["HistoryExitReason"] == "maxWait"
     assert fake.restarts == 1 and any(r == ("GET", "/queue") for r in fake.requests)  # the check did run
     assert doc["DurationSeconds"] < policy.max_wait_seconds + BUDGET_SLACK_S
+
+
+def test_gpu_snapshots_of_a_wedged_server_stay_within_their_allowance(tmp_path: Path, output_dir: Path) -> None:
+    # /system_stats never answers: each snapshot used to take 3 tries x 5 s (+ up to 10 s of nvidia-smi) outside
+    # any budget. Now each is one short try inside a fixed allowance, and the failure is a FallbackNotes line.
+    allowance = 0.3
+    with FakeComfy(Scenario(), output_dir=output_dir, stall_s={"GET /system_stats": 30.0}) as fake:
+        runner = _runner(fake, tmp_path, gpu_snapshots=True, gpu_snapshot_allowance_s=allowance)
+        started = time.monotonic()
+        outcome = runner.run_scene(_scenes("a")[0])
+        elapsed = time.monotonic() - started
+    doc = outcome.document
+    assert outcome.ok and doc["HistoryExitReason"] == "success"
+    assert ("GET", "/system_stats") in fake.requests  # both snapshots asked the server, once each
+    assert fake.requests.count(("GET", "/system_stats")) == 2
+    assert any(note.startswith("system_stats: no reply within") for note in doc["System"]["FallbackNotes"])
+    # the scene itself takes well under a second here; the snapshots may add 2 x allowance
+    assert elapsed < 2 * allowance + 1.0 + BUDGET_SLACK_S
