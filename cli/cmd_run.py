@@ -4,7 +4,7 @@ Exit codes (also in docs/runner.md):
 
 ====  ==========================================================================
 0     every scene succeeded (verified or runner-forced marker) and the run folder validates
-2     bad command line, policy value or input file (workflow, scenes, mapping)
+2     bad command line, policy value or input file (workflow, scenes, mapping), or an unwritable ``--out``
 10    the server did not answer ``/system_stats`` (3 tries, 500 ms apart)
 11    the server lacks node classes the workflow needs (or this pack)
 12    ``/object_info`` failed
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -91,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
         error(str(exc))
         return EXIT_USAGE
     run_dir = Path(args.out)
+    unwritable = out_problem(run_dir)
+    if unwritable is not None:  # before preflight: nothing talks to the server for a run that cannot be written
+        _fail(args, "out", unwritable)
+        return EXIT_USAGE
     run_id = args.run_id or (read_state_run_id(run_dir) if args.resume else None) or _new_run_id()
     client = ComfyClient(args.server)
     report = run_preflight(
@@ -160,6 +165,22 @@ def run(args: argparse.Namespace) -> int:
         verdict = "ok" if result.ok else ("scene(s) failed" if code == EXIT_SCENES_FAILED else "validation failed")
         emit(f"run {result.run_id}: {verdict}; run folder {result.run_dir}")
     return code
+
+
+def out_problem(run_dir: Path) -> str | None:
+    """Why *run_dir* cannot be written (one line), or None. Creates nothing: the nearest existing folder on
+    the way is tried with an anonymous temporary file (``os.access`` says yes to root on a read-only mount)."""
+    probe = run_dir
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"--out {run_dir}: {probe} is not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        return f"--out {run_dir}: cannot write in {probe}: {exc.strerror or exc}"
+    return None
 
 
 def _new_run_id() -> str:

@@ -423,3 +423,17 @@ def test_gpu_snapshots_of_a_wedged_server_stay_within_their_allowance(tmp_path: 
     assert any(note.startswith("system_stats: no reply within") for note in doc["System"]["FallbackNotes"])
     # the scene itself takes well under a second here; the snapshots may add 2 x allowance
     assert elapsed < 2 * allowance + 1.0 + BUDGET_SLACK_S
+
+
+def test_cli_unwritable_out_is_one_line_and_exit_2_before_preflight(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --out below a regular file used to pass preflight and die in Runner.run with a traceback (exit 1).
+    (tmp_path / "file").write_text("x")
+    with FakeComfy(Scenario()) as fake:
+        argv = ["run", *_write_inputs(tmp_path, {"seed": "id:2.seed"}), "--server", fake.url, "--no-gpu"]
+        code = main([*argv, "--out", str(tmp_path / "file" / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and fake.requests == [] and fake.submissions == []  # not even /system_stats
+    out, parent = tmp_path / "file" / "run", tmp_path / "file"
+    assert err.strip() == f"scene-telemetry: error: --out {out}: {parent} is not a folder"
