@@ -81,7 +81,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .client import ComfyClient
-    from .runner import Runner, RunOptions, read_state_run_id
+    from .runner import Runner, RunOptions, read_state_run_id, scene_worst_case_s
 
     try:
         policy = policy_from_args(args)
@@ -126,10 +126,17 @@ def run(args: argparse.Namespace) -> int:
         gpu_snapshots=not args.no_gpu,
         comfyui_version=report.comfyui_version,
     )
+    worst = scene_worst_case_s(options)
     _say(
         args,
-        {"event": "run_start", "run_id": run_id, "scenes": len(scenes), "policy": policy.as_dict()},
-        f"run {run_id}: {len(scenes)} scene(s), {describe_policy(policy)}",
+        {
+            "event": "run_start",
+            "run_id": run_id,
+            "scenes": len(scenes),
+            "policy": policy.as_dict(),
+            "scene_worst_case_seconds": round(worst, 3),
+        },
+        f"run {run_id}: {len(scenes)} scene(s), {describe_policy(policy)}; each scene ends within {worst:g} s",
     )
     progress = Progress(args.json, workflow)
     try:

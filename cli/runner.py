@@ -73,6 +73,30 @@ GPU_SNAPSHOT_ALLOWANCE_S = 3.0
 NVML / nvidia-smi fallback with what is left (cli.gpu_remote.take_bounded_snapshot)."""
 ABANDON_TIMEOUT_S = 5.0
 """Per request when stopping an abandoned prompt; a server that cannot answer that fast is noted, not awaited."""
+SIDE_REQUEST_TIMEOUT_S = 5.0
+"""Whole-request bound of the requests outside an attempt: the collector metadata beside remote frames, and
+(all look-ups together) finding a scene's prompt again on ``--resume``."""
+
+
+def scene_worst_case_s(options: RunOptions) -> float:
+    """The longest one scene can take (plus a few scheduling milliseconds per request).
+
+    Each attempt ends within ``max_wait + post_execution`` of its start; a scene makes at most
+    ``1 + scene_retry_budget`` attempts. After the last one it either stops an abandoned prompt (maxWait,
+    attemptLimit: two requests of ABANDON_TIMEOUT_S) or, on success, waits for the marker
+    (``post_execution``) and may force one (quiet period; remote: the /view copies get another
+    ``post_execution`` and the collector metadata SIDE_REQUEST_TIMEOUT_S). GPU snapshots add up to two
+    allowances, ``--resume`` one look-up bound.
+    """
+    policy = options.policy
+    attempts = (1 + policy.scene_retry_budget) * (policy.max_wait_seconds + policy.post_execution_timeout_seconds)
+    marker = policy.post_execution_timeout_seconds + options.forced_quiet_period_s
+    if options.comfy_output_dir is None:
+        marker += policy.post_execution_timeout_seconds + SIDE_REQUEST_TIMEOUT_S
+    after = max(2 * ABANDON_TIMEOUT_S, marker)
+    gpu = 2 * options.gpu_snapshot_allowance_s if options.gpu_snapshots else 0.0
+    resume = SIDE_REQUEST_TIMEOUT_S if options.resume else 0.0
+    return attempts + after + gpu + resume
 
 
 @dataclass(frozen=True)
@@ -554,23 +578,35 @@ class Runner:
         return MarkerOutcome(detected=False, forced=True, body=verified, folder=folder)
 
     def _download_stable(self, subfolder: str, names: list[str], folder: Path) -> tuple[list[int] | None, str]:
-        """Fetch every frame through /view, wait the quiet period, fetch again: sizes must not move."""
-        first = self._fetch_all(subfolder, names, folder)
+        """Fetch every frame through /view, wait the quiet period, fetch again: sizes must not move.
+
+        Both passes together get ``post_execution_timeout_seconds`` (plus the quiet period): every /view is
+        cut at that deadline, and none is made after it.
+        """
+        quiet = self.options.forced_quiet_period_s
+        deadline = time.monotonic() + self.options.policy.post_execution_timeout_seconds + quiet
+        first = self._fetch_all(subfolder, names, folder, deadline - quiet)
         if first is None:
-            return None, "the frames could not be fetched through /view"
-        time.sleep(self.options.forced_quiet_period_s)
-        second = self._fetch_all(subfolder, names, folder)
+            return None, "the frames could not be fetched through /view in time"
+        time.sleep(quiet)
+        second = self._fetch_all(subfolder, names, folder, deadline)
+        if second is None:
+            return None, "the frames could not be fetched through /view in time"
         if second != first:
-            return None, f"frames still changing after {self.options.forced_quiet_period_s:g} s"
+            return None, f"frames still changing after {quiet:g} s"
         if any(size == 0 for size in first):
             return None, "a listed frame is empty"
         return first, ""
 
-    def _fetch_all(self, subfolder: str, names: list[str], folder: Path) -> list[int] | None:
+    def _fetch_all(self, subfolder: str, names: list[str], folder: Path, deadline: float) -> list[int] | None:
         sizes = []
         for name in names:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.warning("no time left to fetch %s/%s for the forced copy", subfolder, name)
+                return None
             try:
-                data = self.client.view(name, subfolder)
+                data = self.client.view(name, subfolder, timeout_s=left)
             except ClientError as exc:
                 logger.warning("cannot fetch %s/%s for the forced copy: %s", subfolder, name, exc)
                 return None
@@ -640,7 +676,7 @@ class Runner:
                 return None
         subfolder = (marker.body or {}).get("Subfolder", "")
         try:
-            return self.client.view(COLLECTOR_METADATA, subfolder)
+            return self.client.view(COLLECTOR_METADATA, subfolder, timeout_s=SIDE_REQUEST_TIMEOUT_S)
         except ClientError:
             return None
 
@@ -691,7 +727,7 @@ class Runner:
         if not self.options.resume:
             return None
         ids = self.state["Scenes"].get(scene_id, {}).get("PromptIds", [])
-        if ids and self._known_to_server(ids[-1]):
+        if ids and self._known_to_server(ids[-1], time.monotonic() + SIDE_REQUEST_TIMEOUT_S):
             return str(ids[-1])
         return None
 

@@ -19,7 +19,7 @@ from scene_telemetry.cli.preflight import (
     EXIT_SERVER_UNREACHABLE,
     run_preflight,
 )
-from scene_telemetry.cli.runner import STATE_FILE, Runner, RunOptions, prompt_id_for
+from scene_telemetry.cli.runner import STATE_FILE, Runner, RunOptions, prompt_id_for, scene_worst_case_s
 from scene_telemetry.cli.scenes import MARKER_CLASS, Scene, parse_mapping
 from scene_telemetry.telemetry import read_marker, validate_document
 from scene_telemetry.telemetry._validate import validate_run
@@ -231,6 +231,12 @@ def test_cli_run_json_result_and_exit_code(
         code = main([*argv, "--fast-iteration", "--run-id", "r9"])
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0
+    start = events[0]
+    assert start["event"] == "run_start"
+    options = RunOptions(
+        fake.url, tmp_path / "run", QueuePolicy(**start["policy"]), "r9", output_dir, gpu_snapshots=False
+    )
+    assert start["scene_worst_case_seconds"] == pytest.approx(scene_worst_case_s(options), abs=1e-3)
     assert events[-1]["event"] == "result" and events[-1]["ok"] is True
     assert events[-1]["scenes"][0]["exit_reason"] == "success"
     assert fake.submissions[0]["prompt"]["3"]["inputs"]["filename_prefix"] == "r9/a/frame"
@@ -437,3 +443,16 @@ def test_cli_unwritable_out_is_one_line_and_exit_2_before_preflight(
     assert code == 2 and fake.requests == [] and fake.submissions == []  # not even /system_stats
     out, parent = tmp_path / "file" / "run", tmp_path / "file"
     assert err.strip() == f"scene-telemetry: error: --out {out}: {parent} is not a folder"
+
+
+def test_retries_multiply_a_scene_up_to_its_stated_worst_case(tmp_path: Path, output_dir: Path) -> None:
+    # Each attempt fails and its history entry never comes: it waits out the post-execution window, then is
+    # retried. The scene takes (1 + retry budget) windows, and stays within scene_worst_case_s.
+    policy = QueuePolicy(2.0, 0.05, 0, 0.3, scene_retry_budget=1)
+    with FakeComfy(Scenario(case="error", history_never=True), output_dir=output_dir) as fake:
+        runner = _runner(fake, tmp_path, policy=policy)
+        started = time.monotonic()
+        outcome = runner.run_scene(_scenes("a")[0])
+        elapsed = time.monotonic() - started
+    assert outcome.exit_reason == "executionError" and outcome.document["SceneAttempts"] == 2
+    assert 2 * policy.post_execution_timeout_seconds <= elapsed < scene_worst_case_s(runner.options) + BUDGET_SLACK_S
