@@ -101,6 +101,21 @@ class CompletionResult:
     def succeeded(self) -> bool:
         return self.exit_reason == "success"
 
+    @classmethod
+    def never_ran(cls, exit_reason: str, detail: str) -> CompletionResult:
+        """An attempt that ended before any completion was observed (e.g. while submitting)."""
+        return cls(
+            exit_reason=exit_reason,
+            history_attempts=0,
+            execution_success_detected=False,
+            execution_success_at=None,
+            post_execution_timeout_reached=False,
+            history_entry=None,
+            error=None,
+            lost=False,
+            detail=detail,
+        )
+
 
 def trim_error(data: dict[str, Any]) -> dict[str, Any]:
     """execution_error/interrupted data without ``current_inputs``/``outputs`` (huge, may hold secrets)."""

@@ -330,9 +330,10 @@ class Runner:
                         logger.warning("prompt %s: outputs failed validation; ComfyUI still runs the rest", prompt_id)
                     return None, f"{'queued with node_errors' if exc.queued else 'rejected'}: {exc}"
                 except ServerUnavailable as exc:
-                    return _lost_before_submit(str(exc)), None
+                    return CompletionResult.never_ran("serverLost", f"POST /prompt: {exc}"), None
                 except _OutOfTime as exc:
-                    return _submit_timed_out(str(exc)), None
+                    # The prompt may be queued: it is stopped like one that ran out of time.
+                    return CompletionResult.never_ran("maxWait", str(exc)), None
             self._notify({"event": "submitted", "prompt_id": prompt_id, "attached": attach})
             result = wait_for_completion(
                 self.client,
@@ -790,35 +791,6 @@ def read_state_run_id(run_dir: Path) -> str | None:
 
 class _OutOfTime(Exception):
     """The attempt's deadline passed before ``POST /prompt`` got an answer."""
-
-
-def _submit_timed_out(detail: str) -> CompletionResult:
-    """The attempt ended while submitting: ``maxWait`` (the prompt may be queued: it is stopped like one)."""
-    return CompletionResult(
-        exit_reason="maxWait",
-        history_attempts=0,
-        execution_success_detected=False,
-        execution_success_at=None,
-        post_execution_timeout_reached=False,
-        history_entry=None,
-        error=None,
-        lost=False,
-        detail=detail,
-    )
-
-
-def _lost_before_submit(detail: str) -> CompletionResult:
-    return CompletionResult(
-        exit_reason="serverLost",
-        history_attempts=0,
-        execution_success_detected=False,
-        execution_success_at=None,
-        post_execution_timeout_reached=False,
-        history_entry=None,
-        error=None,
-        lost=False,
-        detail=f"POST /prompt: {detail}",
-    )
 
 
 def _queued_anyway(rejection: str) -> bool:
