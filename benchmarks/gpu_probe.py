@@ -37,7 +37,7 @@ from typing import Any
 from scene_telemetry.cli import gpu_remote
 from scene_telemetry.telemetry import _gpu
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui-0.8.0" / "transcripts" / "system_stats.json"
+SHARED = Path(__file__).resolve().parents[1] / "tests" / "data" / "comfyui-0.8.0" / "transcripts" / "system_stats.json"
 RTX_4090_TOTAL = 25757220864
 
 

@@ -14,7 +14,7 @@ import pytest
 from comfy_server import ComfyServer, start_server, stop_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+RECORDED_DIR = REPO_ROOT / "tests" / "data" / "comfyui-0.8.0"
 _THREAD_GRACE_S = 2.0
 
 
@@ -42,11 +42,9 @@ def output_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def shared_dir() -> Path:
-    """shared/ beside the repository: recorded ComfyUI 0.8.0 data (transcripts, object_info)."""
-    if not SHARED_DIR.is_dir():
-        pytest.fail(f"reference data missing: {SHARED_DIR} (shared/ must sit beside the repository)")
-    return SHARED_DIR
+def recorded_dir() -> Path:
+    """Recorded replies of a real ComfyUI 0.8.0 server (transcripts, object_info); see its README."""
+    return RECORDED_DIR
 
 
 @pytest.fixture(scope="session")

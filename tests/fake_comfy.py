@@ -5,7 +5,7 @@ serves the routes a headless client uses: ``POST /prompt``, ``GET
 /history/{id}``, ``GET /queue``, ``GET /system_stats``, ``GET /object_info``,
 ``GET /view``, ``POST /interrupt`` and ``GET /ws?clientId=`` (each also under
 ``/api``). Replies and websocket messages are replayed from the recordings in
-``shared/comfyui-0.8.0/transcripts/`` with the real prompt id and fresh
+``tests/data/comfyui-0.8.0/transcripts/`` with the real prompt id and fresh
 timestamps substituted; nothing about their shape is invented. After the final
 message the history entry is written, the queue drained, ``status`` broadcast
 and ``executing {node: null}`` sent to the submitter (ComfyUI's
@@ -48,7 +48,7 @@ import numpy as np
 import pytest
 from aiohttp import WSMsgType, web
 
-TRANSCRIPTS = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui-0.8.0"
+TRANSCRIPTS = Path(__file__).resolve().parent / "data" / "comfyui-0.8.0"
 CASE_FILES = {
     "success": "success_frames.json",
     "success_webp": "success_webp.json",

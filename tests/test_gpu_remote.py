@@ -89,18 +89,18 @@ class StatsServer:
         self.httpd.server_close()
 
 
-def cpu_reply(shared_dir: Path) -> dict[str, Any]:
-    reply: dict[str, Any] = json.loads((shared_dir / "comfyui-0.8.0/transcripts/system_stats.json").read_text())
+def cpu_reply(recorded_dir: Path) -> dict[str, Any]:
+    reply: dict[str, Any] = json.loads((recorded_dir / "transcripts/system_stats.json").read_text())
     return reply
 
 
-def cuda_reply(shared_dir: Path) -> dict[str, Any]:
+def cuda_reply(recorded_dir: Path) -> dict[str, Any]:
     """The recorded reply with a CUDA device in ComfyUI 0.8.0's shape (comfyui-facts §3.4).
 
     Device free 20000 MiB; torch reserved 4096 MiB of which 3072 MiB active, so
     torch_vram_free = 1024 MiB and vram_free = 20000 + 1024 MiB.
     """
-    reply = copy.deepcopy(cpu_reply(shared_dir))
+    reply = copy.deepcopy(cpu_reply(recorded_dir))
     reply["system"]["pytorch_version"] = "2.9.1+cu128"
     reply["devices"] = [
         {
@@ -134,8 +134,8 @@ def validate_gpu_and_system(gpu: dict[str, Any], system: dict[str, Any]) -> None
         assert errors == [], f"{name}: {errors}"
 
 
-def test_cpu_server_reply_is_cpu_with_server_ram(shared_dir: Path) -> None:
-    with StatsServer([(200, body(cpu_reply(shared_dir)))]) as server:
+def test_cpu_server_reply_is_cpu_with_server_ram(recorded_dir: Path) -> None:
+    with StatsServer([(200, body(cpu_reply(recorded_dir)))]) as server:
         snap = take_remote_snapshot("before", server.url + "/")
     assert server.paths == ["/system_stats"]
     assert (snap["Source"], snap["VramBasis"], snap["Device"]["Type"], snap["FallbackNotes"]) == (
@@ -149,8 +149,8 @@ def test_cpu_server_reply_is_cpu_with_server_ram(shared_dir: Path) -> None:
     assert snap["Ram"] == {"RamTotalMB": 24106, "RamFreeMB": 19307, "RamUsedMB": 24106 - 19307}
 
 
-def test_cuda_reply_separates_device_free_from_torch_cache(shared_dir: Path) -> None:
-    reading = parse_system_stats(cuda_reply(shared_dir))
+def test_cuda_reply_separates_device_free_from_torch_cache(recorded_dir: Path) -> None:
+    reading = parse_system_stats(cuda_reply(recorded_dir))
     assert not isinstance(reading, str)
     assert reading.device == {
         "Name": "NVIDIA GeForce RTX 4090",
@@ -166,8 +166,8 @@ def test_cuda_reply_separates_device_free_from_torch_cache(shared_dir: Path) -> 
     assert reading.devices == [{"Index": 0, "Name": "NVIDIA GeForce RTX 4090", "Uuid": None, "VramTotal": 24564}]
 
 
-def test_rocm_build_is_recorded_as_rocm(shared_dir: Path) -> None:
-    reply = cuda_reply(shared_dir)
+def test_rocm_build_is_recorded_as_rocm(recorded_dir: Path) -> None:
+    reply = cuda_reply(recorded_dir)
     reply["system"]["pytorch_version"] = "2.9.1+rocm6.4"
     reply["devices"][0]["name"] = "cuda:0 AMD Instinct MI300X : native"
     reading = parse_system_stats(reply)
@@ -175,9 +175,9 @@ def test_rocm_build_is_recorded_as_rocm(shared_dir: Path) -> None:
     assert (reading.device["Type"], reading.device["Name"]) == ("rocm", "AMD Instinct MI300X")
 
 
-def test_snapshots_from_server_give_valid_contract_fields(shared_dir: Path) -> None:
-    before = snapshot_from_system_stats("before", cuda_reply(shared_dir))
-    later = cuda_reply(shared_dir)
+def test_snapshots_from_server_give_valid_contract_fields(recorded_dir: Path) -> None:
+    before = snapshot_from_system_stats("before", cuda_reply(recorded_dir))
+    later = cuda_reply(recorded_dir)
     later["devices"][0]["vram_free"] = (12000 + 1024) * MIB
     after = snapshot_from_system_stats("after", later)
     gpu, system = gpu_contract_fields(before, after)
@@ -186,10 +186,10 @@ def test_snapshots_from_server_give_valid_contract_fields(shared_dir: Path) -> N
     assert gpu["Source"] == "system_stats" and system["Before"]["RamTotalMB"] == 24106
 
 
-def test_server_retries_5xx_then_answers(shared_dir: Path) -> None:
-    with StatsServer([(503, b"busy"), (200, body(cpu_reply(shared_dir)))]) as server:
+def test_server_retries_5xx_then_answers(recorded_dir: Path) -> None:
+    with StatsServer([(503, b"busy"), (200, body(cpu_reply(recorded_dir)))]) as server:
         reply, notes = probe_system_stats(server.url, delay_s=0.01)
-    assert reply == cpu_reply(shared_dir) and notes == [] and len(server.paths) == 2
+    assert reply == cpu_reply(recorded_dir) and notes == [] and len(server.paths) == 2
 
 
 def test_default_budget_is_three_tries_500_ms_apart() -> None:
@@ -372,15 +372,15 @@ def test_nothing_answers_gives_none_that_still_validates(monkeypatch: pytest.Mon
     assert gpu["Source"] == "none" and gpu["VramDeltaMB"] is None
 
 
-def test_cmd_gpu_json(shared_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with StatsServer([(200, body(cuda_reply(shared_dir)))]) as server:
+def test_cmd_gpu_json(recorded_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with StatsServer([(200, body(cuda_reply(recorded_dir)))]) as server:
         code = main(["gpu", "--server", server.url, "--label", "probe", "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert code == 0 and printed["Label"] == "probe" and printed["Device"]["VramFreeMB"] == 20000
 
 
-def test_cmd_gpu_text(shared_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with StatsServer([(200, body(cuda_reply(shared_dir)))]) as server:
+def test_cmd_gpu_text(recorded_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with StatsServer([(200, body(cuda_reply(recorded_dir)))]) as server:
         assert main(["gpu", "--server", server.url]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "now: cuda:0 NVIDIA GeForce RTX 4090 · 4564/24564 MiB used (device) · via system_stats"

@@ -193,3 +193,25 @@ def test_wheel_holds_the_library_and_the_command(tmp_path: Path) -> None:
     )
     installed_file, defs = result.stdout.split()
     assert installed_file.startswith(str(tmp_path / "site")) and int(defs) > 0
+
+
+def test_nothing_reads_outside_the_repository() -> None:
+    """A plain clone has no folder beside it: code, tests and benchmarks use only what is tracked here."""
+    outside = re.compile(r"\.\./shared|parents\[\d\]\s*/\s*[\"']shared|\.parent\s*/\s*[\"']shared[\"/]")
+    offenders = [
+        f"{name}:{number}"
+        for name in tracked_files()
+        if name.endswith((".py", ".sh", ".toml", ".ini", ".cfg")) or name.startswith(".ci/")
+        for number, line in enumerate((REPO / name).read_text(encoding="utf-8").splitlines(), 1)
+        if outside.search(line) and "outside = re.compile" not in line
+    ]
+    assert offenders == []
+
+
+def test_build_backend_supports_the_license_expression() -> None:
+    """``license = "MIT"`` (a PEP 639 expression) needs setuptools 77; an older declared floor fails to build."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert isinstance(project["project"]["license"], str)
+    (requirement,) = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
+    match = re.fullmatch(r"setuptools>=(\d+)(?:\.\d+)*", requirement)
+    assert match is not None and int(match.group(1)) >= 77

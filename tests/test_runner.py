@@ -201,7 +201,7 @@ def test_preflight_failures_have_distinct_codes(output_dir: Path) -> None:
 
 def test_preflight_warns_on_low_vram() -> None:
     stats = json.loads(
-        (Path(__file__).resolve().parents[2] / "shared/comfyui-0.8.0/transcripts/system_stats.json").read_text()
+        (Path(__file__).resolve().parent / "data/comfyui-0.8.0/transcripts/system_stats.json").read_text()
     )
     stats["devices"] = [dict(stats["devices"][0], type="cuda", index=0, name="cuda:0 RTX", vram_free=512 * 2**20)]
     with FakeComfy(Scenario(), system_stats=stats) as fake:

@@ -31,8 +31,8 @@ from scene_telemetry.telemetry import InvalidInputError
 @pytest.fixture(scope="module")
 def object_info() -> dict[str, Any]:
     """The recorded core /object_info plus this pack's classes as ComfyUI would list them."""
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui-0.8.0" / "object_info.json"
-    info: dict[str, Any] = json.loads(shared.read_text())
+    recorded = Path(__file__).resolve().parent / "data" / "comfyui-0.8.0" / "object_info.json"
+    info: dict[str, Any] = json.loads(recorded.read_text())
     for cls in NODE_CLASSES:
         info[cls.NAME] = {"input": cls.INPUT_TYPES(), "output": list(cls.RETURN_TYPES), "name": cls.NAME}
     # The collector may not be registered yet; the runner only needs its input names.

@@ -42,7 +42,7 @@ UI_NODE_KEYS = {"id", "type", "pos", "size", "flags", "order", "mode", "inputs",
 
 @pytest.fixture(scope="module")
 def object_info() -> dict[str, Any]:
-    core = json.loads((REPO_ROOT.parent / "shared/comfyui-0.8.0/object_info.json").read_text())
+    core = json.loads((REPO_ROOT / "tests/data/comfyui-0.8.0/object_info.json").read_text())
     pack = object_info_for(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
     assert not set(core) & set(pack), "a pack node id collides with a core node (the core one would win)"
     return {**core, **pack}
