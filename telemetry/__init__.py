@@ -35,8 +35,9 @@ from ._marker import build_marker, commit_marker, read_marker, verify_marker
 from ._meta import PACKAGE_VERSION
 from ._paths import SavePlan, plan_save
 from ._report import CheckRow, ValidationReport
+from ._safe_read import UNREADABLE, read_json
 from ._summary import parse_summary, render_summary
-from ._validate import validate_run
+from ._validate import marker_candidates, validate_run
 from ._wait import wait_for_done
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "PACKAGE_VERSION",
     "RUN_SUMMARY_NAME",
     "SCHEMA_VERSION",
+    "UNREADABLE",
     "CheckRow",
     "ClientError",
     "ContractError",
@@ -73,9 +75,11 @@ __all__ = [
     "gpu_contract_fields",
     "load_schema",
     "mark_files",
+    "marker_candidates",
     "parse_summary",
     "plan_save",
     "ram_sample",
+    "read_json",
     "read_marker",
     "render_summary",
     "reset_torch_peaks",
