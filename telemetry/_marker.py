@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,9 @@ from typing import Any, Literal
 
 from ._atomic import atomic_write_text
 from ._contract import SCHEMA_VERSION, contract_errors, validate_document
-from ._errors import MarkerError
+from ._errors import InvalidInputError, MarkerError
 from ._meta import iso_utc, utc_now, versions
-from ._safe_read import parse_json
+from ._safe_read import parse_json, read_bounded
 
 MAX_MARKER_BYTES = 16 * 1024 * 1024
 """A marker listing 100,000 frames is ~6 MB; anything bigger is not ours."""
@@ -80,12 +81,9 @@ def read_marker(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse and contract-check a marker; raise :class:`MarkerError` on any problem."""
     marker = Path(path)
     try:
-        size = marker.stat().st_size
-        if size > MAX_MARKER_BYTES:
-            raise MarkerError(f"marker is {size} bytes, larger than any real marker", path=marker)
-        raw = marker.read_bytes()
-    except OSError as exc:
-        raise MarkerError(f"cannot read marker: {exc.strerror or exc}", path=marker) from exc
+        raw = read_bounded(marker, MAX_MARKER_BYTES)
+    except InvalidInputError as exc:  # missing, a FIFO or device, over the cap, unreadable
+        raise MarkerError(f"unreadable marker: {exc.message}", path=marker) from exc
     try:
         body = parse_json(raw.decode("utf-8"))
     except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, duplicate keys, NaN, nesting
@@ -104,10 +102,14 @@ def marker_mismatches(marker_path: Path, body: Mapping[str, Any]) -> list[str]:
     for entry in body["Files"]:
         target = folder / entry["Name"]
         try:
-            actual = target.stat().st_size
+            info = target.stat()
         except OSError:
             problems.append(f"{entry['Name']}: missing")
             continue
+        if not stat.S_ISREG(info.st_mode):
+            problems.append(f"{entry['Name']}: not a regular file")
+            continue
+        actual = info.st_size
         if actual != entry["Bytes"]:
             problems.append(f"{entry['Name']}: {actual} bytes on disk, marker says {entry['Bytes']}")
     return problems

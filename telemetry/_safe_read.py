@@ -1,7 +1,10 @@
-"""Reading validator inputs without ever raising: every problem becomes an ``error`` row.
+"""Reading user-supplied and on-disk files safely; validator inputs never raise: every problem is an ``error`` row.
 
-Refused: missing files, folders, files over :data:`MAX_INPUT_BYTES` (not read at
-all), UTF-16/32 (byte-order mark, or NUL bytes without one), bytes that are not
+:func:`read_bounded` is the one way this package reads a file it did not just
+write: opened without blocking, checked on the opened descriptor, refused unless
+a regular file (a FIFO, ``/dev/zero`` or a socket has ``st_size`` 0 and never
+ends), and read with a bound. Refused as well: missing files, folders, files over
+:data:`MAX_INPUT_BYTES` (not read at all), UTF-16/32 (byte-order mark, or NUL bytes without one), bytes that are not
 UTF-8 (Latin-1 and other legacy encodings), malformed JSON, duplicate object keys
 and the non-standard constants NaN/Infinity. A UTF-8 byte-order mark is accepted
 with a warning (editors add one; our writers never do).
@@ -11,9 +14,12 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
+from ._errors import InvalidInputError
 from ._report import CheckRow, row
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -30,6 +36,75 @@ _WIDE_BOMS: tuple[tuple[bytes, str], ...] = (
 )
 
 
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+"""O_NONBLOCK: opening a FIFO that has no writer returns at once instead of blocking forever."""
+_CHUNK_BYTES = 1024 * 1024
+
+_KINDS: tuple[tuple[Any, str], ...] = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _limit_text(limit: int) -> str:
+    return f"{limit // 1048576} MiB" if limit >= 1048576 and limit % 1048576 == 0 else f"{limit}-byte"
+
+
+def _kind_of(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of the regular file at *path*, at most *limit* of them; anything else raises.
+
+    The file is opened with ``O_NONBLOCK`` and checked with ``fstat`` on the opened
+    descriptor (so a swap between check and read changes nothing); only a regular
+    file is read (a symlink to one is fine). The read itself is bounded too: a file
+    that grows past *limit* while being read is refused, never buffered whole.
+    Raises :class:`InvalidInputError` with ``path`` set and a message without it.
+    """
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise InvalidInputError("file is missing", path=path) from None
+    except IsADirectoryError:
+        raise InvalidInputError("is a folder, not a file", path=path) from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read: {exc.strerror or exc}", path=path) from exc
+    try:
+        return _read_fd(fd, path, limit)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read: {exc.strerror or exc}", path=path) from exc
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int, path: str, limit: int) -> bytes:
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        raise InvalidInputError("is a folder, not a file", path=path)
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidInputError(f"is {_kind_of(info.st_mode)}, not a regular file: not read", path=path)
+    if info.st_size > limit:
+        raise InvalidInputError(
+            f"file is {info.st_size} bytes, over the {_limit_text(limit)} limit: not read", path=path
+        )
+    if os.name != "nt":
+        os.set_blocking(fd, True)  # a regular file: O_NONBLOCK only mattered for open()
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limit:
+        chunk = os.read(fd, min(_CHUNK_BYTES, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+    raise InvalidInputError(f"file grew past the {_limit_text(limit)} limit while being read: not read", path=path)
+
+
 def read_text(path: Path, rows: list[CheckRow], *, check: str = "files", scene: str | None = None) -> str | None:
     """UTF-8 text of *path*, or None after appending an error row naming the file and the reason."""
 
@@ -37,19 +112,9 @@ def read_text(path: Path, rows: list[CheckRow], *, check: str = "files", scene: 
         rows.append(row(check, scene, path.name, "error", message, file=str(path)))
 
     try:
-        if path.is_dir():
-            fail("is a folder, not a file")
-            return None
-        size = path.stat().st_size
-        if size > MAX_INPUT_BYTES:
-            fail(f"file is {size} bytes, over the {MAX_INPUT_BYTES // 1048576} MiB limit: not read")
-            return None
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        fail("file is missing")
-        return None
-    except OSError as exc:
-        fail(f"cannot read: {exc.strerror or exc}")
+        raw = read_bounded(path, MAX_INPUT_BYTES)
+    except InvalidInputError as exc:
+        fail(exc.message)
         return None
     text, problem = decode_utf8(raw)
     if problem and text is None:

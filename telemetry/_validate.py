@@ -252,7 +252,7 @@ def marker_rows(run_dir: Path, scene: Mapping[str, Any], output_dir: Path | None
     if not isinstance(frames, Mapping):
         return [row("marker", scene_id, "Frames", "skip", "Frames is null: the scene produced no marker")]
     candidates = marker_candidates(run_dir, frames, output_dir)
-    path = next((c for c in candidates if c.is_file()), None)
+    path = next((c for c in candidates if c.exists() and not c.is_dir()), None)  # a FIFO marker is a row too
     if path is None:
         tried = ", ".join(str(c) for c in candidates[:4])
         return [row("marker", scene_id, "Frames.MarkerName", "fail", f"marker not found (looked for {tried})")]
