@@ -194,7 +194,7 @@ def _check_table(rows: Sequence[CheckRow], cls: str, caption: str) -> str:
     more = f"<p>… and {len(rows) - MAX_CHECK_ROWS:,} more.</p>" if len(rows) > MAX_CHECK_ROWS else ""
     return (
         f'<div class="checkbox"><table class="checks {cls}"><caption>{caption} ({len(rows):,})</caption>{head}'
-        f'{"".join(body)}</table>{more}</div>'
+        f"{''.join(body)}</table>{more}</div>"
     )
 
 
@@ -338,10 +338,14 @@ def _thumb_html(scene_id: str, thumb: Thumb) -> str:
     )
 
 
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _policy_text(scenes: Iterable[Mapping[str, Any]]) -> list[str]:
     seen: list[str] = []
     for doc in scenes:
-        parts = [f"{label} {doc.get(key)}{unit}" for key, label, unit in POLICY_FIELDS if doc.get(key) is not None]
+        parts = [f"{label} {_shown(doc[key])}{unit}" for key, label, unit in POLICY_FIELDS if doc.get(key) is not None]
         text = " · ".join(parts)
         if text and text not in seen:
             seen.append(text)

@@ -1,0 +1,264 @@
+"""``scene-telemetry report``: what the page says for each kind of folder, exit codes, escaping, links, caps.
+
+The page is checked in a real browser in test_report_browser.py; here the HTML is
+parsed with the standard library's parser.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from report_runs import FAILURE_DETAIL, Layout, make_runner_run, make_sentinel_folder, write_unchecked
+from run_factory import make_run
+from scene_telemetry.cli.main import main
+from scene_telemetry.report import REPORT_NAME, load_run, write_report
+from scene_telemetry.report._load import SceneRow
+from scene_telemetry.report._sheet import MAX_SHEET_SCENES, pick_frames, pick_scenes
+
+HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">&amp;"\''
+
+
+class _Page(HTMLParser):
+    """Tags, links, scripts and the scenes table's rows of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[dict[str, str | None]] = []
+        self.links: list[str] = []
+        self.event_attrs: list[str] = []
+        self.rows: list[list[str]] = []
+        self._in_table = False
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        self.event_attrs += [name for name, _ in attrs if name.startswith("on")]
+        if tag == "script":
+            self.scripts.append(named)
+        if tag == "a" and named.get("href"):
+            self.links.append(str(named["href"]))
+        if tag == "table" and named.get("id") == "scene-table":
+            self._in_table = True
+        if self._in_table and tag == "tr":
+            self.rows.append([])
+        if self._in_table and tag == "td":
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in_table = False
+        if tag == "td" and self._cell is not None and self.rows:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(path: Path) -> tuple[str, _Page]:
+    text = path.read_text("utf-8")
+    page = _Page()
+    page.feed(text)
+    return text, page
+
+
+def report(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["report", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_editor_run_passes_and_the_page_is_self_contained(tmp_path, capsys):
+    run = make_run(tmp_path / "output")
+    code, out, err = report(capsys, str(run.run_dir))
+    page_path = run.run_dir / REPORT_NAME
+    assert (code, err) == (0, "")
+    assert f"report: {page_path}" in out
+    text, page = parse(page_path)
+    assert 'Validator: <span class="word">PASSED</span>' in text
+    # offline: every script is inline, no stylesheet or image is fetched from anywhere
+    assert [s.get("src") for s in page.scripts] == [None, None, None]
+    assert "<link" not in text and 'src="http' not in text and "url(http" not in text
+    assert "uPlot" in text
+    assert [row[1] for row in page.rows if row] == ["s01"]
+    assert "editor run" in text
+    # the contact sheet embeds the frames, downscaled to JPEG
+    assert text.count('src="data:image/jpeg;base64,') == 3
+
+
+def test_runner_run_table_shows_exit_reasons_attempts_memory_and_failure_detail(tmp_path, capsys):
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=8, fail_every=4))
+    code, _, _ = report(capsys, str(run_dir))
+    assert code == 0  # failed scenes are recorded faithfully: the validator passes
+    text, page = parse(run_dir / REPORT_NAME)
+    rows = [r for r in page.rows if r]
+    assert len(rows) == 8
+    exits = {r[1]: r[2] for r in rows}
+    assert exits["scene-0003"] == "executionError" and exits["scene-0000"] == "success"
+    failed = next(r for r in rows if r[1] == "scene-0003")
+    assert failed[3] == "2" and failed[-1] == FAILURE_DETAIL
+    assert rows[0][6] == "9,000" and rows[0][9] == "81,559"  # VRAM before, device total
+    assert rows[0][8] == "—"  # no VramPeakMB recorded
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', text).group(1))
+    assert data["exits"] == {"names": ["success", "executionError"], "counts": [6, 2]}
+    assert data["memory"]["kind"] == "VRAM" and data["timeline"] is None
+    assert "history max wait 600 s" in text
+
+
+def test_farm_run_shows_servers_peak_and_a_timeline(tmp_path):
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=9, servers=3, peak=True))
+    result = write_report(run_dir)
+    view = result.view
+    assert view.kind == "farm run"
+    assert {s.server for s in view.scenes} == {"gpu-0", "gpu-1", "gpu-2"}
+    assert all(s.vram_peak is not None and s.vram_peak > (s.vram_after or 0) for s in view.scenes)
+    text = result.path.read_text("utf-8")
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', text).group(1))
+    assert data["timeline"]["servers"] == ["gpu-0", "gpu-1", "gpu-2"]
+    assert len(data["timeline"]["start"]) == 9
+    assert 'id="plot-timeline"' in text
+
+
+def test_every_value_from_the_folder_is_escaped(tmp_path, capsys):
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=2, fail_every=2))
+    metadata = json.loads((run_dir / "artifact-metadata.json").read_text("utf-8"))
+    metadata["RunId"] = HOSTILE
+    metadata["Scenes"][1].update(SceneId=HOSTILE, ExitDetail=HOSTILE, HistoryExitReason=HOSTILE)
+    write_unchecked(run_dir, metadata)
+    code, _, _ = report(capsys, str(run_dir))
+    assert code == 1  # HistoryExitReason is not a contract value
+    text, page = parse(run_dir / REPORT_NAME)
+    assert text.count("<script") == 4  # the data block, uPlot, our script and nothing else
+    assert "<img src=x" not in text and page.event_attrs == []
+    row = next(r for r in page.rows if r and r[1] == HOSTILE)  # shown as text, intact
+    assert row[2] == HOSTILE and row[-1] == HOSTILE
+    block = re.search(r'id="report-data">(.*?)</script>', text, re.S).group(1)
+    assert "<" not in block and json.loads(block)["ids"][1] == HOSTILE
+
+
+def test_broken_metadata_lists_scenes_from_the_telemetry_files_and_says_so(tmp_path, capsys):
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=3))
+    (run_dir / "artifact-metadata.json").write_text('{"Scenes": [', "utf-8")
+    code, out, err = report(capsys, str(run_dir))
+    assert code == 1 and err == ""
+    text, page = parse(run_dir / REPORT_NAME)
+    assert len([r for r in page.rows if r]) == 3
+    assert "artifact-metadata.json: malformed JSON at line 1" in text
+    assert "scenes listed from 3 readable &lt;scene&gt;.telemetry.json file(s) instead" in text
+    assert "FAILED" in text or "UNREADABLE" in text
+
+
+def test_missing_telemetry_file_and_frame_are_named(tmp_path, capsys):
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=3))
+    (run_dir / "scene-0001.telemetry.json").unlink()
+    (run_dir / "scene-0002" / "frame_00002_.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    code, _, _ = report(capsys, str(run_dir))
+    assert code == 1
+    text, _ = parse(run_dir / REPORT_NAME)
+    assert "telemetry file is missing" in text
+    assert "unreadable: " in text  # the broken frame's thumbnail
+    assert "frame_00002_.png" in text
+
+
+def test_sentinel_folder_reports_markers_without_telemetry(tmp_path, capsys):
+    folder = make_sentinel_folder(tmp_path / "out", scenes=2)
+    code, out, err = report(capsys, str(folder))
+    assert code == 1 and err == ""  # the validator fails: there is no metadata
+    text, page = parse(folder / REPORT_NAME)
+    rows = [r for r in page.rows if r]
+    assert [r[1] for r in rows] == ["shot00/ComfyUI", "shot01/ComfyUI"]
+    assert {r[-2] for r in rows} == {"sentinel"}
+    assert "no telemetry: durations, exit reasons and memory were not recorded" in text
+    assert "artifact-metadata.json: file is missing" in text
+    assert text.count('src="data:image/jpeg;base64,') == 6
+
+
+@pytest.mark.parametrize("make", ["empty", "absent", "garbage"])
+def test_nothing_readable_is_one_line_and_exit_2(tmp_path, capsys, make):
+    folder = tmp_path / "run"
+    if make != "absent":
+        folder.mkdir()
+    if make == "garbage":
+        (folder / "artifact-metadata.json").write_bytes(b"\xff\xfe\x00garbage")
+        (folder / "x.done").write_text("not json", "utf-8")
+    code, out, err = report(capsys, str(folder))
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("scene-telemetry: error: ")
+    assert not (folder / REPORT_NAME).exists()
+
+
+def test_metadata_with_wrong_types_still_renders(tmp_path, capsys):
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=2))
+    metadata = json.loads((run_dir / "artifact-metadata.json").read_text("utf-8"))
+    metadata["Scenes"][0].update(DurationSeconds="slow", GPU=None, System=[1], Frames={"Count": "x"}, QueueStart=5)
+    metadata["Scenes"].append("not a scene")
+    (run_dir / "artifact-metadata.json").write_text(json.dumps(metadata), "utf-8")
+    code, _, err = report(capsys, str(run_dir))
+    assert code == 1 and err == ""
+    text, page = parse(run_dir / REPORT_NAME)
+    assert len([r for r in page.rows if r]) == 2
+    assert "1 scene entry(ies) without a SceneId" in text
+
+
+def test_unwritable_output_is_one_line_and_exit_2(tmp_path, capsys):
+    run = make_run(tmp_path / "output")
+    code, out, err = report(capsys, str(run.run_dir), "-o", str(tmp_path / "no" / "such" / "dir" / "r.html"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot write the report" in err
+
+
+def test_links_resolve_from_wherever_the_page_is_written(tmp_path, capsys):
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=3))
+    elsewhere = tmp_path / "pages" / "today.html"
+    elsewhere.parent.mkdir()
+    code, _, _ = report(capsys, str(run_dir), "-o", str(elsewhere))
+    assert code == 0 and not (run_dir / REPORT_NAME).exists()
+    _, page = parse(elsewhere)
+    targets = [elsewhere.parent / unquote(link) for link in page.links]
+    names = {t.name for t in targets}
+    assert {"artifact-metadata.json", "run-summary.txt", "scene-0000.telemetry.json", "frame.done"} <= names
+    assert all(t.is_file() for t in targets), [t for t in targets if not t.is_file()]
+
+
+def test_output_dir_finds_markers_of_a_headless_run(tmp_path, capsys):
+    output = tmp_path / "comfy-output"
+    make_runner_run(output, Layout(scenes=2))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("artifact-metadata.json", "run-summary.txt", "scene-0000.telemetry.json", "scene-0001.telemetry.json"):
+        (run_dir / name).write_bytes((output / name).read_bytes())
+    assert [s.marker_path for s in load_run(run_dir).scenes] == [None, None]
+    code, _, _ = report(capsys, str(run_dir), "--output-dir", str(output))
+    assert code == 0
+    assert [s.marker_source for s in load_run(run_dir, output_dir=output).scenes] == ["node", "node"]
+
+
+def test_contact_sheet_is_capped_and_spread_over_the_run():
+    rows = [SceneRow(i, f"s{i}", marker_path=Path(f"/x/{i}.done"), marker_files=["a"]) for i in range(1000)]
+    rows[5].marker_files = []  # a scene without frames is never picked
+    picked, total = pick_scenes(rows)
+    assert total == 999 and len(picked) == MAX_SHEET_SCENES
+    assert picked[0].index == 0 and picked[-1].index == 999
+    assert len({p.index for p in picked}) == MAX_SHEET_SCENES
+    assert pick_frames(["a", "b", "c", "d"]) == [("first", "a"), ("middle", "b"), ("last", "d")]
+    assert pick_frames(["a"]) == [("first", "a")]
+    assert pick_frames(["a", "b"]) == [("first", "a"), ("last", "b")]
+
+
+def test_marker_outside_its_folder_is_not_read(tmp_path, capsys):
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=1))
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((run_dir / "scene-0000" / "frame_00001_.png").read_bytes())
+    link = run_dir / "scene-0000" / "frame_00001_.png"
+    link.unlink()
+    link.symlink_to(secret)
+    code, _, _ = report(capsys, str(run_dir))
+    text, _ = parse(run_dir / REPORT_NAME)
+    assert "outside the marker&#x27;s folder: not shown" in text
+    assert text.count('src="data:image/jpeg;base64,') == 2
