@@ -13,15 +13,18 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".st-tmp"
 """Suffix of in-flight temp files: hidden (leading dot) and easy to sweep."""
+_TEMP_NAME_RE = re.compile(r"^\.(.+)\.[0-9a-f]{12}" + re.escape(TEMP_SUFFIX) + "$", re.DOTALL)
 
 # Windows: antivirus, indexers and sync clients briefly hold files open, which makes
 # os.replace fail with a sharing violation. Retry ~2.5 s in total, then give up.
@@ -107,11 +110,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def sweep_stale_temps(directory: str | os.PathLike[str], *, older_than_s: float = 3600.0) -> list[Path]:
+def temp_target(temp_name: str) -> str | None:
+    """The target name of a temp file name (``.<name>.<hex>.st-tmp`` → ``<name>``); None for other names."""
+    match = _TEMP_NAME_RE.match(temp_name)
+    return match.group(1) if match else None
+
+
+def sweep_stale_temps(
+    directory: str | os.PathLike[str],
+    *,
+    older_than_s: float = 3600.0,
+    own: Callable[[str], bool] | None = None,
+) -> list[Path]:
     """Remove temp files left by a crashed writer.
 
     Only names this module creates (``.<name>.<hex>.st-tmp``) are touched, and only
-    when older than *older_than_s*, so a writer that is still running is safe.
+    when older than *older_than_s*, so a writer that is still running is safe. Temps
+    whose target name satisfies *own* are removed whatever their age: the caller is
+    the only writer of those names in *directory*, so any such temp is a dead
+    writer's (a run folder's files, a prefix's frames and marker).
     """
     removed: list[Path] = []
     now = time.time()
@@ -120,10 +137,12 @@ def sweep_stale_temps(directory: str | os.PathLike[str], *, older_than_s: float 
     except FileNotFoundError:
         return removed
     for entry in entries:
-        if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
+        target = temp_target(entry.name)
+        if target is None:
             continue
         try:
-            if entry.is_file(follow_symlinks=False) and now - entry.stat().st_mtime > older_than_s:
+            stale = (own is not None and own(target)) or now - entry.stat().st_mtime > older_than_s
+            if entry.is_file(follow_symlinks=False) and stale:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except FileNotFoundError:

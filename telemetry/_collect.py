@@ -8,8 +8,10 @@ written; a document that does not validate is a bug and raises ContractError.
 
 Files of a run folder (names are part of the stable format, see
 ``docs/run-summary.md``), written in this order so that ``artifact-metadata.json``
-existing means the others are complete:
+existing means the others are complete, across re-writes and crashes too
+(``_runset``: the previous run's metadata and summary are withdrawn first):
 
+0. the previous run withdrawn; dead writers' temp files of these names swept,
 1. ``<scene file name>.telemetry.json`` per scene (:func:`telemetry_file_name`),
 2. ``run-summary.txt`` rendered from the metadata,
 3. ``artifact-metadata.json``.
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ._atomic import atomic_write_text
+from ._atomic import atomic_write_text, sweep_stale_temps
 from ._compare import compare_summary
 from ._contract import SCHEMA_VERSION, validate_document
 from ._done import check_scene_id
@@ -35,6 +37,7 @@ from ._gpu import gpu_contract_fields
 from ._layout import ARTIFACT_METADATA_NAME, RUN_SUMMARY_NAME, telemetry_file_name
 from ._marker import verify_marker
 from ._meta import iso_from_epoch_ms, iso_utc, parse_iso, utc_now, versions
+from ._runset import is_run_file, withdraw_run
 from ._summary import render_summary
 
 POLICY_SECONDS_KEYS: dict[str, str] = {
@@ -320,7 +323,11 @@ def build_run_metadata(
 
 
 def write_run(run_dir: str | Path, metadata: Mapping[str, Any]) -> RunFiles:
-    """Validate *metadata*, then atomically write the scenes' telemetry, the summary and the metadata."""
+    """Validate *metadata*, then withdraw the folder's previous run and write the telemetry, summary and metadata.
+
+    Each file is replaced atomically and the metadata comes last, so a reader (or a
+    crash) sees the previous complete run, no metadata ("not complete"), or this one.
+    """
     folder = Path(run_dir)
     metadata_path = folder / ARTIFACT_METADATA_NAME
     validate_document(metadata, "artifact-metadata", path=str(metadata_path))
@@ -328,6 +335,8 @@ def write_run(run_dir: str | Path, metadata: Mapping[str, Any]) -> RunFiles:
     summary = render_summary(metadata)
     _check_round_trip(summary, metadata, folder / RUN_SUMMARY_NAME)
     folder.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(folder, own=is_run_file)
+    withdraw_run(folder)
     telemetry_paths = {}
     for scene, name in zip(metadata["Scenes"], names, strict=True):
         telemetry_paths[scene["SceneId"]] = atomic_write_text(folder / name, _json(scene))

@@ -79,7 +79,7 @@ def write_frames_with_marker(
     scene_id = check_scene_id(context.scene_id)
     images, frames, height, width = as_batch(images)
     plan = plan_save(output_dir, filename_prefix, width, height)
-    sweep_stale_temps(plan.folder)
+    sweep_stale_temps(plan.folder, own=plan.owns)
     targets = [plan.folder / plan.frame_name(i) for i in range(frames)]
     info = png_info(prompt, extra_pnginfo) if embed_metadata else None
     sizes = save_png_frames(images, targets, info=info, workers=workers)

@@ -20,6 +20,7 @@ from ._atomic import atomic_write_text
 from ._contract import SCHEMA_VERSION, contract_errors, validate_document
 from ._errors import InvalidInputError, MarkerError
 from ._meta import iso_utc, utc_now, versions
+from ._runset import withdraw_run
 from ._safe_read import parse_json, read_bounded
 
 MAX_MARKER_BYTES = 16 * 1024 * 1024
@@ -72,9 +73,16 @@ def build_marker(
 
 
 def commit_marker(path: str | os.PathLike[str], body: Mapping[str, Any]) -> Path:
-    """Validate *body* against the contract and atomically write it to *path*."""
+    """Validate *body* against the contract and atomically write it to *path*.
+
+    A run committed beside it that lists this marker (an editor run of the previous
+    prompt with this prefix) is withdrawn first: its metadata would otherwise sit
+    beside a marker of another prompt until the collector of this one commits.
+    """
     validate_document(body, "done-marker", path=str(path))
-    return atomic_write_text(path, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    target = Path(path)
+    withdraw_run(target.parent, marker_name=target.name)
+    return atomic_write_text(target, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_marker(path: str | os.PathLike[str]) -> dict[str, Any]:

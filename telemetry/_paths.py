@@ -39,6 +39,14 @@ class SavePlan:
         """Deterministic marker path: ``<folder>/<filename>.done``."""
         return self.folder / marker_name(self.filename)
 
+    def owns(self, name: str) -> bool:
+        """True for this prefix's marker and frame names (``<filename>_<n>_.<ext>``): a dead writer's temps of
+        these are swept at once (two live writers of one prefix in one folder would share counters anyway)."""
+        return (
+            name == self.marker_path.name
+            or re.match(_COUNTER_RE_TEMPLATE.format(name=re.escape(self.filename)), name) is not None
+        )
+
     def frame_name(self, index: int, extension: str = "png") -> str:
         """SaveImage's naming: ``<filename>_<counter:05>_.png`` (``%batch_num%`` expanded)."""
         base = self.filename.replace("%batch_num%", str(index))

@@ -36,6 +36,11 @@ CLOCK_SKEW_TOLERANCE_S = 2.0
 TIMESTAMP_ORDER: tuple[str, ...] = ("QueueStart", "ExecutionStartedAt", "FramesDurableAt", "QueueEnd", "CreatedAt")
 """A scene's timestamps in the order they happen (nulls are skipped)."""
 
+RUN_NOT_COMMITTED = (
+    "file is missing: the run is not complete (not written yet, being re-written, or its writer stopped before "
+    "committing it)"
+)
+
 SceneNamer = Callable[[list[Any]], "str | None"]
 
 
@@ -49,7 +54,7 @@ def validate_run(
         report.rows.append(row("files", None, "RUN_DIR", "error", "not a folder", file=str(folder)))
         return report
     metadata_path, summary_path = folder / ARTIFACT_METADATA_NAME, folder / RUN_SUMMARY_NAME
-    metadata = read_json(metadata_path, report.rows)
+    metadata = read_json(metadata_path, report.rows) if os.path.lexists(metadata_path) else _not_committed(report)
     summary = read_text(summary_path, report.rows)
     if metadata is UNREADABLE:
         return report
@@ -66,6 +71,13 @@ def validate_run(
             report.rows += marker_rows(folder, scene, base)
             report.rows += timestamp_rows(scene, run_created)
     return report
+
+
+def _not_committed(report: ValidationReport) -> Any:
+    """No artifact-metadata.json: the commit point of a run folder (``_runset``) is absent."""
+    path = Path(report.run_dir) / ARTIFACT_METADATA_NAME
+    report.rows.append(row("files", None, path.name, "error", RUN_NOT_COMMITTED, file=str(path)))
+    return UNREADABLE
 
 
 def validate_metadata_file(path: str | os.PathLike[str]) -> list[CheckRow]:
