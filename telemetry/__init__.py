@@ -31,7 +31,7 @@ from ._errors import (
 )
 from ._gpu import gpu_contract_fields, ram_sample, reset_torch_peaks, take_snapshot
 from ._layout import ARTIFACT_METADATA_NAME, RUN_SUMMARY_NAME, telemetry_file_name
-from ._marker import build_marker, commit_marker, read_marker, verify_marker
+from ._marker import MarkedFile, build_marker, commit_marker, read_marker, verify_marker
 from ._meta import PACKAGE_VERSION
 from ._paths import SavePlan, plan_save
 from ._report import CheckRow, ValidationReport
@@ -54,6 +54,7 @@ __all__ = [
     "DoneTimeoutError",
     "HttpStatusError",
     "InvalidInputError",
+    "MarkedFile",
     "MarkerError",
     "PromptRejected",
     "RunFiles",
