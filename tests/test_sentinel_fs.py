@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from run_factory import make_run
+from run_factory import POLICY, snapshot
 from scene_telemetry.cli.main import main
 from scene_telemetry.sentinel import (
     FsSentinel,
@@ -21,6 +21,7 @@ from scene_telemetry.sentinel import (
 )
 from scene_telemetry.sentinel._mounts import filesystem_type
 from scene_telemetry.telemetry import verify_marker, write_frames_with_marker
+from scene_telemetry.telemetry._collect import collect_scene
 from sentinel_helpers import (
     age,
     box,
@@ -299,14 +300,29 @@ def test_a_deleted_and_restarted_counter_is_a_new_batch(output_dir: Path) -> Non
 
 
 def test_wait_and_validate_accept_a_sentinel_marker(output_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run = make_run(output_dir)
-    marker = output_dir / "s01" / "frame.done"
-    marker.unlink()
-    age(list((output_dir / "s01").glob("frame_*")))
+    """Frames without a marker, the sentinel's marker, then the collector's run folder: wait and validate pass."""
+    folder = output_dir / "s01"
+    write_batch(folder, "frame", 3, data=png_bytes(side=12))
+    age(list(folder.iterdir()))
     assert main(["sentinel", "--output-dir", str(output_dir), "--once"]) == 0
-    assert json.loads(marker.read_text("utf-8"))["Source"] == "sentinel"
-    assert main(["wait", str(marker.parent), "--timeout", "1", "--json"]) == 0
-    assert main(["validate", str(run.run_dir), "--output-dir", str(output_dir), "--problems"]) == 0, capsys.readouterr()
+    marker = folder / "frame.done"
+    body = json.loads(marker.read_text("utf-8"))
+    assert body["Source"] == "sentinel"
+    assert main(["wait", str(folder), "--timeout", "1", "--json"]) == 0
+    done = {"marker_path": str(marker), "output_dir": str(output_dir), "subfolder": "s01", "body": body}
+    _, files = collect_scene(
+        marker=done,
+        scene_id="s01",
+        gpu_before=snapshot("before", 1000, 80559),
+        gpu_after=snapshot("after", 3000, 78559),
+        policy=POLICY,
+        prompt_id=None,
+        queue_start_ms=None,
+        comfyui_version=None,
+    )
+    capsys.readouterr()
+    code = main(["validate", str(files.run_dir), "--output-dir", str(output_dir), "--problems"])
+    assert code == 0, capsys.readouterr().out
 
 
 def test_cli_refuses_a_missing_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
