@@ -35,6 +35,15 @@ CLOCK_SKEW_TOLERANCE_S = 2.0
 
 TIMESTAMP_ORDER: tuple[str, ...] = ("QueueStart", "ExecutionStartedAt", "FramesDurableAt", "QueueEnd", "CreatedAt")
 """A scene's timestamps in the order they happen (nulls are skipped)."""
+FORCED_TIMESTAMP_ORDER: tuple[str, ...] = (
+    "QueueStart",
+    "ExecutionStartedAt",
+    "QueueEnd",
+    "FramesDurableAt",
+    "CreatedAt",
+)
+"""The order when ``ForcedCopyTriggered``: the runner writes its ``runner-forced`` marker after completion
+(the marker wait, then the quiet period), so the frames are durable after ``QueueEnd`` by design."""
 
 RUN_NOT_COMMITTED = (
     "file is missing: the run is not complete (not written yet, being re-written, or its writer stopped before "
@@ -319,11 +328,14 @@ def _marker_body_rows(
 def timestamp_rows(scene: Mapping[str, Any], run_created_at: Any) -> list[CheckRow]:
     """QueueStart ≤ ExecutionStartedAt ≤ FramesDurableAt ≤ QueueEnd ≤ CreatedAt ≤ run CreatedAt.
 
+    A scene whose marker the runner forced (``ForcedCopyTriggered`` true) has
+    FramesDurableAt after QueueEnd instead (:data:`FORCED_TIMESTAMP_ORDER`).
     ExecutionSuccessAt (a runner's) must lie between ExecutionStartedAt and QueueEnd.
     Null timestamps are skipped; :data:`CLOCK_SKEW_TOLERANCE_S` of slack is allowed.
     """
     scene_id = str(scene["SceneId"])
-    chain = [(name, instant(scene.get(name))) for name in TIMESTAMP_ORDER]
+    order = FORCED_TIMESTAMP_ORDER if scene.get("ForcedCopyTriggered") is True else TIMESTAMP_ORDER
+    chain = [(name, instant(scene.get(name))) for name in order]
     chain.append(("run CreatedAt", instant(run_created_at)))
     known = [(name, moment) for name, moment in chain if moment is not None]
     pairs = list(zip(known, known[1:], strict=False))
