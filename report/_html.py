@@ -104,6 +104,7 @@ def plot_data(view: RunView) -> dict[str, Any]:
     if vram:
         memory = {
             "kind": "VRAM",
+            "labels": ["VRAM before", "VRAM after", "VRAM peak", "device total"],
             "before": [s.vram_before for s in scenes],
             "after": [s.vram_after for s in scenes],
             "peak": [s.vram_peak for s in scenes],
@@ -112,6 +113,7 @@ def plot_data(view: RunView) -> dict[str, Any]:
     elif any(s.ram_before is not None or s.ram_after is not None for s in scenes):
         memory = {
             "kind": "host RAM (CPU run)",
+            "labels": ["host RAM used before", "host RAM used after", "process RSS peak", "host RAM total"],
             "before": [s.ram_before for s in scenes],
             "after": [s.ram_after for s in scenes],
             "peak": [s.ram_peak for s in scenes],
@@ -246,7 +248,7 @@ TABLE_HEAD: tuple[tuple[str, str, str], ...] = (
     ("Queue wait s", "n", "ExecutionStartedAt - QueueStart"),
     ("Before MiB", "n", "VRAM used before (host RAM on CPU, marked RAM)"),
     ("After MiB", "n", "VRAM used after (host RAM on CPU)"),
-    ("Peak MiB", "n", "GPU.VramPeakMB where recorded"),
+    ("Peak MiB", "n", "GPU.VramPeakMB where recorded (on CPU: the process's System.RssPeakMB, marked RSS)"),
     ("Total MiB", "n", "Device total (host RAM total on CPU)"),
     ("Server", "s", "Farm server or instance"),
     ("Frames", "n", "Frames.Count"),
@@ -273,9 +275,12 @@ def _scene_table(view: RunView, page_dir: Path) -> str:
 
 def _memory_cells(s: SceneRow) -> list[str]:
     if s.on_cpu:
-        tag = ' <span class="tag">RAM</span>'
+        tags = ("RAM", "RAM", "RSS", "RAM")
         values = (s.ram_before, s.ram_after, s.ram_peak, s.ram_total)
-        return [_td(_fmt_int(v) + (tag if v is not None else ""), v) for v in values]
+        return [
+            _td(_fmt_int(v) + (f' <span class="tag">{tag}</span>' if v is not None else ""), v)
+            for v, tag in zip(values, tags, strict=True)
+        ]
     return [_td(_fmt_int(v), v) for v in (s.vram_before, s.vram_after, s.vram_peak, s.vram_total)]
 
 

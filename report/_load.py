@@ -83,6 +83,7 @@ class SceneRow:
     ram_before: int | None = None
     ram_after: int | None = None
     ram_peak: int | None = None
+    """The ComfyUI process's peak RSS (``System.RssPeakMB``, contract 1.1): the CPU's peak."""
     ram_total: int | None = None
     server: str | None = None
     frames: int | None = None
@@ -264,7 +265,7 @@ def scene_row(index: int, doc: Mapping[str, Any], folder: Path, output_dir: Path
         vram_total=as_int(gpu.get("VramTotal")),
         ram_before=as_int(before.get("RamUsedMB")),
         ram_after=as_int(after.get("RamUsedMB")),
-        ram_peak=as_int(system.get("RamPeakMB")),
+        ram_peak=as_int(system.get("RssPeakMB")),
         ram_total=as_int(after.get("RamTotalMB")) or as_int(before.get("RamTotalMB")),
         server=server_label(doc),
         exit_detail=as_str(doc.get("ExitDetail")),

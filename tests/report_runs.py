@@ -119,8 +119,8 @@ def make_runner_run(run_dir: Path, layout: Layout = Layout()) -> Path:
     durations = [2.0 + (i * 7919 % 23) / 2.0 for i in range(layout.scenes)]
     lanes = max(layout.servers, 1)
     lane_clock = [0.0] * lanes
-    span = sum(durations) / lanes + max(durations, default=0) + 5
-    origin = datetime.now(timezone.utc) - timedelta(seconds=span)
+    span = max(sum(d + 0.3 for d in durations[lane::lanes]) for lane in range(lanes)) + 5
+    origin = datetime.now(timezone.utc) - timedelta(seconds=span)  # every scene ends before it is written
     scenes: list[dict[str, Any]] = []
     template: dict[str, Any] | None = None
     for index in range(layout.scenes):

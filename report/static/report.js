@@ -115,10 +115,10 @@
     var n = data.ids.length, dots = { show: true, size: n > 200 ? 3 : 6 };
     var hasPeak = m.peak.some(function (v) { return v != null; });
     var series = [sceneSeries(),
-      { label: m.kind + " before", stroke: BLUE, width: 1.5, points: dots, spanGaps: false },
-      { label: m.kind + " after", stroke: ORANGE, width: 1.5, points: dots },
-      { label: hasPeak ? m.kind + " peak" : m.kind + " peak (not recorded: —)", stroke: PURPLE, width: 1.5, points: dots },
-      { label: "total", stroke: GREY, dash: [6, 4], width: 1.5, points: { show: n <= 50, size: 6, fill: GREY } }];
+      { label: m.labels[0], stroke: BLUE, width: 1.5, points: dots },
+      { label: m.labels[1], stroke: ORANGE, width: 1.5, points: dots },
+      { label: hasPeak ? m.labels[2] : m.labels[2] + " (not recorded)", stroke: PURPLE, width: 1.5, points: dots },
+      { label: m.labels[3], stroke: GREY, dash: [6, 4], width: 1.5, points: { show: n <= 50, size: 6, fill: GREY } }];
     plot("plot-memory", {
       scales: { x: { time: false, range: [0.5, n + 0.5] }, y: { range: function (u, lo, hi) { return [0, hi * 1.08 || 1]; } } },
       series: series,
