@@ -62,8 +62,7 @@ def main() -> int:
     width, height = (int(v) for v in args.size.split("x"))
     missed = False
     print(f"{os.cpu_count()} CPU(s); load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    header = f"{'scenes':>7} {'CLI s (median)':>15} {'in-process s':>13} {'page MB':>8} {'target s':>9} {'target MB':>10}"
-    print(header)
+    print(f"{'scenes':>7} {'CLI s (median)':>15} {'in-process s':>13} {'page MB':>8} {'target s':>9} {'target MB':>10}")
     with tempfile.TemporaryDirectory(prefix="report-bench-") as root:
         for count in args.scenes:
             run_dir = make_runner_run(
