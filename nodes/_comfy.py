@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from typing import Any
 
@@ -87,3 +88,43 @@ def throw_if_interrupted() -> None:
     except ImportError:
         return
     mm.throw_exception_if_processing_interrupted()
+
+
+def prompt_end_reason(prompt_id: str | None) -> str | None:
+    """None while *prompt_id* runs on this server (or outside ComfyUI), else why it is no longer running.
+
+    Called from the peak sampler's thread about twice a second, so it takes no lock the prompt worker
+    holds: ``currently_running`` is copied in one C-level call (atomic under the GIL) and the history
+    lookup is one ``dict.get``.
+    """
+    queue = _prompt_queue()
+    if queue is None or prompt_id is None:
+        return None
+    try:
+        running = tuple(queue.currently_running.values())
+    except (AttributeError, RuntimeError):
+        return None
+    if any(len(item) > 1 and item[1] == prompt_id for item in running):
+        return None
+    entry = getattr(queue, "history", {}).get(prompt_id)
+    return f"prompt {prompt_id} {_history_outcome(entry)} before its 'after' snapshot ran"
+
+
+def _history_outcome(entry: Any) -> str:
+    status = entry.get("status") if isinstance(entry, dict) else None
+    messages = status.get("messages") if isinstance(status, dict) else None
+    events = [m[0] for m in messages if isinstance(m, (list, tuple)) and m] if isinstance(messages, list) else []
+    if "execution_interrupted" in events:
+        return "was interrupted"
+    if "execution_error" in events:
+        return "failed with an error"
+    if isinstance(status, dict) and status.get("status_str") == "success":
+        return "finished"
+    return "ended"
+
+
+def _prompt_queue() -> Any:
+    """``PromptServer.instance.prompt_queue`` when ComfyUI's server module is loaded, else None."""
+    server = sys.modules.get("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    return getattr(instance, "prompt_queue", None)

@@ -8,6 +8,7 @@ into these functions.
 from ._atomic import atomic_write_bytes, atomic_write_text, sweep_stale_temps
 from ._collect import RunFiles, build_run_metadata, build_scene_telemetry, write_run
 from ._contract import (
+    CONTRACT_VERSION,
     DOCUMENT_KINDS,
     SCHEMA_VERSION,
     contract_errors,
@@ -34,6 +35,7 @@ from ._layout import ARTIFACT_METADATA_NAME, RUN_SUMMARY_NAME, telemetry_file_na
 from ._marker import MarkedFile, build_marker, commit_marker, read_marker, verify_marker
 from ._meta import PACKAGE_VERSION
 from ._paths import SavePlan, plan_save
+from ._peak import finish_peak_sampling, start_peak_sampling, stop_stale_sampling
 from ._report import CheckRow, ValidationReport
 from ._safe_read import UNREADABLE, read_json
 from ._summary import parse_summary, render_summary
@@ -42,6 +44,7 @@ from ._wait import wait_for_done
 
 __all__ = [
     "ARTIFACT_METADATA_NAME",
+    "CONTRACT_VERSION",
     "DOCUMENT_KINDS",
     "PACKAGE_VERSION",
     "RUN_SUMMARY_NAME",
@@ -73,6 +76,7 @@ __all__ = [
     "build_scene_telemetry",
     "commit_marker",
     "contract_errors",
+    "finish_peak_sampling",
     "gpu_contract_fields",
     "load_schema",
     "mark_files",
@@ -84,6 +88,8 @@ __all__ = [
     "read_marker",
     "render_summary",
     "reset_torch_peaks",
+    "start_peak_sampling",
+    "stop_stale_sampling",
     "sweep_stale_temps",
     "take_snapshot",
     "telemetry_file_name",

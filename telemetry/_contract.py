@@ -24,6 +24,9 @@ from ._errors import ContractError
 
 SCHEMA_VERSION = "scene-telemetry/1"
 """Value of ``SchemaVersion`` in every v1 document."""
+CONTRACT_VERSION = "1.1"
+"""Minor version of contract v1 (``x-contract-version`` of common.json). A minor version only adds optional
+fields or enum values, so every older v1 document still validates; SchemaVersion stays ``scene-telemetry/1``."""
 
 DocumentKind = Literal["done-marker", "scene-telemetry", "artifact-metadata"]
 DOCUMENT_KINDS: tuple[DocumentKind, ...] = ("done-marker", "scene-telemetry", "artifact-metadata")

@@ -641,7 +641,9 @@ def gpu_contract_fields(
     notes = _merged_notes(before, after)
     if main is None:
         notes.append("gpu: no snapshot was wired")
-        return _empty_gpu(), {"FallbackNotes": notes, "Before": None, "After": None}
+        gpu, system = _empty_gpu(), {"FallbackNotes": notes, "Before": None, "After": None}
+        _add_peaks(gpu, system, None)
+        return gpu, system
     device = main["Device"]
     before_used, before_free = _used_free(before)
     after_used, after_free = _used_free(after)
@@ -674,7 +676,17 @@ def gpu_contract_fields(
         "Before": before.get("Ram") if before else None,
         "After": after.get("Ram") if after else None,
     }
+    _add_peaks(gpu, system, (after or {}).get("Peak"))
     return gpu, system
+
+
+def _add_peaks(gpu: dict[str, Any], system: dict[str, Any], peak: dict[str, Any] | None) -> None:
+    """Contract 1.1: the sampler's peaks (``Peak`` of the 'after' snapshot, see ``_peak.py``); null without one."""
+    peak = peak or {}
+    gpu["VramPeakMB"] = peak.get("VramPeakMB")
+    gpu["VramPeakSamples"] = peak.get("Samples")
+    gpu["VramPeakIntervalS"] = peak.get("IntervalS")
+    system["RssPeakMB"] = peak.get("RssPeakMB")
 
 
 def _used_free(snapshot: dict[str, Any] | None) -> tuple[int | None, int | None]:

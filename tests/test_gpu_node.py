@@ -12,7 +12,7 @@ import torch
 from gpu_fakes import MIB, FakeNvml, fake_comfy, fake_torch, rtx_4090
 from scene_telemetry.nodes import NODE_CLASS_MAPPINGS, NODE_CLASSES
 from scene_telemetry.nodes.gpu_snapshot import GPUTelemetrySnapshot
-from scene_telemetry.telemetry import _gpu
+from scene_telemetry.telemetry import _gpu, stop_stale_sampling
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +24,7 @@ def fresh_probes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setitem(sys.modules, "comfy.model_management", None)
     monkeypatch.setitem(sys.modules, "amdsmi", None)
     yield
+    stop_stale_sampling()  # a 'before' without an 'after' leaves the peak sampler running (ComfyUI stops it)
     _gpu.reset_probe_state()
 
 
