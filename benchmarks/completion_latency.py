@@ -5,7 +5,7 @@ recorded 0.8.0 transcripts, so it needs the test extra: aiohttp). "The server fi
 moment it sent ``execution_success`` (the history entry follows about a millisecond later, as
 recorded); "the client knows" is when it has a *confirmed* result, i.e. the history entry:
 
-- runner:  ``cli.completion.wait_for_completion`` with the default policy (ws events, then
+- runner:  ``comfy_api.completion.wait_for_completion`` with the default policy (ws events, then
   ``/history/{id}`` confirmation; the 2 s poll is only the fallback).
 - seed:    the seed's loop: ``sleep(2)`` then ``GET /history/{id}`` until the entry exists.
 
@@ -31,9 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fake_comfy import FakeComfy, Scenario  # noqa: E402
-from scene_telemetry.cli.client import ComfyClient, EventStream  # noqa: E402
-from scene_telemetry.cli.completion import wait_for_completion  # noqa: E402
-from scene_telemetry.cli.policy import QueuePolicy  # noqa: E402
+from scene_telemetry.comfy_api.client import ComfyClient, EventStream  # noqa: E402
+from scene_telemetry.comfy_api.completion import wait_for_completion  # noqa: E402
+from scene_telemetry.runner.policy import QueuePolicy  # noqa: E402
 
 PROMPT = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},

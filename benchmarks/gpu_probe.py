@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
-from scene_telemetry.cli import gpu_remote
+from scene_telemetry.comfy_api import gpu_remote
 from scene_telemetry.telemetry import _gpu
 
 SHARED = Path(__file__).resolve().parents[1] / "tests" / "data" / "comfyui-0.8.0" / "transcripts" / "system_stats.json"

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..cli.demo import run_demo
+from ..runner.demo import run_demo
 from ._console import emit
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..comfy_api.gpu_remote import take_remote_snapshot
 from ..nodes.gpu_snapshot import ui_line
 from ._args import server_url
 from ._console import emit, emit_json
-from .gpu_remote import take_remote_snapshot
 
 
 def register(subparsers: Any) -> None:

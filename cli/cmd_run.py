@@ -25,13 +25,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..comfy_api.preflight import DEFAULT_MIN_FREE_VRAM_MB, run_preflight
+from ..runner.policy import add_policy_arguments, describe_policy, policy_from_args
+from ..runner.scenes import check_mapping, check_workflow, load_mapping, load_scenes, load_workflow, required_classes
 from ..telemetry._errors import InvalidInputError
 from ..telemetry._meta import utc_now
 from ._args import server_url
 from ._console import emit, emit_json, error
-from .policy import add_policy_arguments, describe_policy, policy_from_args
-from .preflight import DEFAULT_MIN_FREE_VRAM_MB, run_preflight
-from .scenes import check_mapping, check_workflow, load_mapping, load_scenes, load_workflow, required_classes
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -80,8 +80,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .client import ComfyClient
-    from .runner import Runner, RunOptions, read_state_run_id, scene_worst_case_s
+    from ..comfy_api.client import ComfyClient
+    from ..runner.runner import Runner, RunOptions, read_state_run_id, scene_worst_case_s
 
     try:
         policy = policy_from_args(args)

@@ -29,7 +29,7 @@ POLICY = {
     "post_execution_timeout_seconds": 30,
     "scene_retry_budget": 1,
 }
-"""The seed runner's defaults (cli/policy.py)."""
+"""The seed runner's defaults (runner/policy.py)."""
 
 NOTES = ("nvml: NVML Shared Library Not Found", "amdsmi: amdsmi is not installed")
 

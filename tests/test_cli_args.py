@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from fake_comfy import FakeComfy, Scenario
-from scene_telemetry.cli.gpu_remote import probe_system_stats
 from scene_telemetry.cli.main import build_parser, main
+from scene_telemetry.comfy_api.gpu_remote import probe_system_stats
 
 
 @pytest.mark.parametrize(

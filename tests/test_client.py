@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fake_comfy import FakeComfy, Scenario, fake_servers, load_transcript
-from scene_telemetry.cli.client import (
+from scene_telemetry.comfy_api.client import (
     ClientError,
     ComfyClient,
     EventStream,

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 from fake_comfy import FakeComfy, Scenario, fake_servers, load_transcript
-from scene_telemetry.cli.client import ComfyClient, EventStream
-from scene_telemetry.cli.completion import (
+from scene_telemetry.comfy_api.client import ComfyClient, EventStream
+from scene_telemetry.comfy_api.completion import (
     CompletionResult,
     classify_history_entry,
     locate_prompt,
     trim_error,
     wait_for_completion,
 )
-from scene_telemetry.cli.policy import QueuePolicy
+from scene_telemetry.runner.policy import QueuePolicy
 from scene_telemetry.telemetry._meta import parse_iso
 
 PROMPT = {

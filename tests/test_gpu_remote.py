@@ -1,4 +1,4 @@
-"""CLI-side GPU snapshots: /system_stats over loopback, a fake nvidia-smi on PATH, the chain (cli/gpu_remote.py)."""
+"""CLI-side GPU snapshots: /system_stats over loopback, a fake nvidia-smi on PATH, the chain (comfy_api/gpu_remote)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ import pynvml as real_pynvml
 import pytest
 from gpu_fakes import MIB, FakeNvml, rtx_4090
 from jsonschema import Draft202012Validator
-from scene_telemetry.cli import gpu_remote
-from scene_telemetry.cli.gpu_remote import (
+from scene_telemetry.cli.main import main
+from scene_telemetry.comfy_api import gpu_remote
+from scene_telemetry.comfy_api.gpu_remote import (
     parse_system_stats,
     probe_nvidia_smi,
     probe_system_stats,
     snapshot_from_system_stats,
     take_remote_snapshot,
 )
-from scene_telemetry.cli.main import main
 from scene_telemetry.telemetry import _gpu
 from scene_telemetry.telemetry._contract import load_schema
 from scene_telemetry.telemetry._gpu import gpu_contract_fields

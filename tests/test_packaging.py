@@ -25,7 +25,7 @@ JS_TRIPWIRES = re.compile(r"(?<![.\w])eval\(|new\s+Function\(|rm\s+-rf")
 def test_archive_has_no_subprocess_or_network_code() -> None:
     files = archive_files()
     assert "__init__.py" in files and any(f.startswith("telemetry/") for f in files)
-    assert not any(f.startswith(("cli/", "tests/", "benchmarks/")) for f in files)
+    assert not any(f.startswith(("cli/", "comfy_api/", "runner/", "tests/", "benchmarks/")) for f in files)
     offenders = []
     for name in files:
         pattern = JS_TRIPWIRES if name.endswith((".js", ".mjs")) else PY_TRIPWIRES
@@ -36,11 +36,15 @@ def test_archive_has_no_subprocess_or_network_code() -> None:
     assert offenders == []
 
 
+CLI_SIDE_IMPORT = re.compile(r"from\s+\.+(cli|comfy_api|runner)\b|import\s+\S*\b(cli|comfy_api|runner)\b")
+"""The command-line packages kept out of the archive (.comfyignore)."""
+
+
 def test_archive_code_never_imports_the_cli() -> None:
     for name in archive_files():
         if name.endswith(".py"):
             text = (REPO / name).read_text(encoding="utf-8")
-            assert not re.search(r"from\s+\.+cli\b|import\s+\S*\bcli\b", text), name
+            assert not re.search(CLI_SIDE_IMPORT, text), name
 
 
 def test_pyproject_metadata() -> None:

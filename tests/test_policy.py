@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from scene_telemetry.cli.policy import (
+from scene_telemetry.runner.policy import (
     FAST_ITERATION,
     KNOBS,
     QueuePolicy,

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from report_runs import Layout, make_runner_run, write_unchecked
-from scene_telemetry.cli.demo import run_demo
 from scene_telemetry.report import write_report
+from scene_telemetry.runner.demo import run_demo
 
 CHROMIUM_FLAGS = [
     "--headless",

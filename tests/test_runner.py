@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 from fake_comfy import FakeComfy, Scenario
-from scene_telemetry.cli.client import ComfyClient
 from scene_telemetry.cli.main import main
-from scene_telemetry.cli.policy import QueuePolicy
-from scene_telemetry.cli.preflight import (
+from scene_telemetry.comfy_api.client import ComfyClient
+from scene_telemetry.comfy_api.preflight import (
     EXIT_NODES_MISSING,
     EXIT_SERVER_UNREACHABLE,
     run_preflight,
 )
-from scene_telemetry.cli.runner import STATE_FILE, Runner, RunOptions, prompt_id_for, scene_worst_case_s
-from scene_telemetry.cli.scenes import MARKER_CLASS, Scene, parse_mapping
+from scene_telemetry.runner.policy import QueuePolicy
+from scene_telemetry.runner.runner import STATE_FILE, Runner, RunOptions, prompt_id_for, scene_worst_case_s
+from scene_telemetry.runner.scenes import MARKER_CLASS, Scene, parse_mapping
 from scene_telemetry.telemetry import read_marker, validate_document
 from scene_telemetry.telemetry._validate import validate_run
 
@@ -285,7 +285,7 @@ def test_each_fault_ends_within_budget_with_its_exit_reason(
 
 def test_collector_record_beside_the_frames_is_merged(tmp_path: Path, output_dir: Path) -> None:
     import numpy as np
-    from scene_telemetry.cli.runner import MarkerOutcome
+    from scene_telemetry.runner.runner import MarkerOutcome
     from scene_telemetry.telemetry import SceneContext, write_frames_with_marker
     from scene_telemetry.telemetry._collect import build_run_metadata, build_scene_telemetry, write_run
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scene_telemetry.cli.scenes import (
+from scene_telemetry.nodes import NODE_CLASSES
+from scene_telemetry.runner.scenes import (
     COLLECTOR_CLASS,
     MARKER_CLASS,
     Scene,
@@ -24,7 +25,6 @@ from scene_telemetry.cli.scenes import (
     required_classes,
     resolve_target,
 )
-from scene_telemetry.nodes import NODE_CLASSES
 from scene_telemetry.telemetry import InvalidInputError
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from scene_telemetry import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from scene_telemetry.cli.workflow_format import (
+from scene_telemetry.runner.workflow_format import (
     is_model_file,
     object_info_for,
     prompt_problems,

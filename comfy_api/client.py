@@ -60,7 +60,7 @@ from ..telemetry._errors import (
     ServerTimeout,
     ServerUnavailable,
 )
-from ._args import parse_server_url
+from .server_url import parse_server_url
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from ..telemetry._gpu import (
     ram_sample,
     select_device,
 )
-from ._args import parse_server_url
+from .server_url import parse_server_url
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ BOUNDED_SNAPSHOT_ALLOWANCE_S = 3.0
 """The most one runner snapshot may take, every tier together: /system_stats, then the local NVML /
 nvidia-smi fallback with whatever is left. A snapshot must never delay a scene by more than this."""
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-"""Direct connections, as :class:`cli.client.ComfyClient`: a proxy would turn "refused" into a 502."""
+"""Direct connections, as :class:`comfy_api.client.ComfyClient`: a proxy would turn "refused" into a 502."""
 _KILL_WAIT_S = 2.0  # after killing a timed-out nvidia-smi, how long to wait for its pipes to close
 
 NVIDIA_SMI_FIELDS = ("index", "uuid", "driver_version", "memory.total", "memory.free", "name")

@@ -24,7 +24,7 @@ was seen but no entry came; ``maxWait`` when ``max_wait_seconds`` passed without
 The attempt's budget is therefore ``max_wait_seconds`` (from *started*) plus, once a final event arrived,
 ``post_execution_timeout_seconds``: one deadline at most ``started + max_wait + post_execution`` away.
 Every request (history polls and the lost-prompt lookups) gets only the time left, a request in flight
-is cut at the deadline (whole-request timeouts, :mod:`cli.client`), and none is made once it passed.
+is cut at the deadline (whole-request timeouts, :mod:`comfy_api.client`), and none is made once it passed.
 """
 
 from __future__ import annotations
@@ -33,13 +33,25 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..telemetry._meta import iso_from_epoch_ms
 from .client import ClientError, ComfyClient, EventStream, HttpStatusError, ServerTimeout, ServerUnavailable
-from .policy import QueuePolicy
 
 logger = logging.getLogger(__name__)
+
+
+class WaitPolicy(Protocol):
+    """The four queue-policy knobs the wait reads (``runner.policy.QueuePolicy`` has them)."""
+
+    @property
+    def max_wait_seconds(self) -> float: ...
+    @property
+    def history_poll_interval_seconds(self) -> float: ...
+    @property
+    def max_attempt_count(self) -> int: ...
+    @property
+    def post_execution_timeout_seconds(self) -> float: ...
 
 __all__ = [
     "EXIT_REASONS",
@@ -211,7 +223,7 @@ class _Waiter:
         self,
         client: ComfyClient,
         prompt_id: str,
-        policy: QueuePolicy,
+        policy: WaitPolicy,
         events: EventStream | None,
         on_event: Callable[[dict[str, Any]], None] | None,
         clock: Callable[[], float],
@@ -437,7 +449,7 @@ class _Waiter:
 def wait_for_completion(
     client: ComfyClient,
     prompt_id: str,
-    policy: QueuePolicy,
+    policy: WaitPolicy,
     *,
     events: EventStream | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,

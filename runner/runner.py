@@ -6,7 +6,7 @@ Per scene (:meth:`Runner.run_scene`):
    ``queue_policy``);
 2. connect the websocket, then ``POST /prompt`` with a client-chosen ``prompt_id``
    (``uuid5(run id, scene id, attempt)``: deterministic, so ``--resume`` finds it again);
-3. :func:`cli.completion.wait_for_completion` → exit reason; an execution error or a
+3. :func:`comfy_api.completion.wait_for_completion` → exit reason; an execution error or a
    prompt lost to a restart is resubmitted while the retry budget lasts; a validation
    error (HTTP 400 / ``node_errors``) is final and spends nothing;
 4. on success, wait for the scene's ``.done`` (file events when the output folder is
@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..comfy_api.client import ComfyClient, EventStream, PromptRejected
+from ..comfy_api.completion import CompletionResult, locate_prompt, wait_for_completion
 from ..telemetry._atomic import atomic_write_bytes, atomic_write_text
 from ..telemetry._collect import build_run_metadata, frames_block, policy_fields, write_run
 from ..telemetry._contract import SCHEMA_VERSION, contract_errors
@@ -43,8 +45,6 @@ from ..telemetry._marker import MarkedFile, build_marker, commit_marker, verify_
 from ..telemetry._meta import iso_from_epoch_ms, iso_utc, utc_now, versions
 from ..telemetry._paths import marker_name
 from ..telemetry._wait import wait_for_done
-from .client import ComfyClient, EventStream, PromptRejected
-from .completion import CompletionResult, locate_prompt, wait_for_completion
 from .policy import QueuePolicy
 from .scenes import FieldMapping, Scene, apply_runner_inputs, patch_workflow
 
@@ -70,7 +70,7 @@ ABANDONED = ("maxWait", "attemptLimit")
 """Exit reasons that leave the prompt queued or running on the server: the runner stops it."""
 GPU_SNAPSHOT_ALLOWANCE_S = 3.0
 """Per GPU snapshot (before and after a scene): one /system_stats try of at most 2 s, then the local
-NVML / nvidia-smi fallback with what is left (cli.gpu_remote.take_bounded_snapshot)."""
+NVML / nvidia-smi fallback with what is left (comfy_api.gpu_remote.take_bounded_snapshot)."""
 ABANDON_TIMEOUT_S = 5.0
 """Per request when stopping an abandoned prompt; a server that cannot answer that fast is noted, not awaited."""
 SIDE_REQUEST_TIMEOUT_S = 5.0
@@ -710,9 +710,9 @@ class Runner:
         if not self.options.gpu_snapshots:
             return None
         try:
-            from .gpu_remote import BOUNDED_STATS_TIMEOUT_S, take_bounded_snapshot
+            from ..comfy_api.gpu_remote import BOUNDED_STATS_TIMEOUT_S, take_bounded_snapshot
         except ImportError:  # the remote probe is optional: the GPU block then says Source "none"
-            logger.debug("cli.gpu_remote unavailable; no server-side GPU snapshot")
+            logger.debug("comfy_api.gpu_remote unavailable; no server-side GPU snapshot")
             return None
         allowance = self.options.gpu_snapshot_allowance_s
         stats_client = ComfyClient(self.client.base_url, request_timeout_s=min(BOUNDED_STATS_TIMEOUT_S, allowance))

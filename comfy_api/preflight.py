@@ -36,7 +36,7 @@ _MIB = 1024 * 1024
 
 
 class PreflightClient(Protocol):
-    """What preflight needs from :class:`cli.client.ComfyClient`."""
+    """What preflight needs from :class:`comfy_api.client.ComfyClient`."""
 
     def system_stats(self) -> dict[str, Any]: ...
 

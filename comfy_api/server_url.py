@@ -1,0 +1,22 @@
+"""The one check of a ComfyUI base URL, shared by the client, the GPU probe and the CLI's ``--server``."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from ..telemetry import InvalidInputError
+
+
+def parse_server_url(text: str) -> str:
+    """*text* as a ComfyUI base URL (``http(s)://host[:port][/path]``, no trailing slash).
+
+    Only http(s): ``urllib`` would also open ``file://`` and ``ftp://`` URLs.
+    """
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise InvalidInputError(f"server URL {text!r} is malformed: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInputError(f"server URL must be http(s)://host:port, got {text!r}")
+    return text.rstrip("/")
