@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..report import write_report
 from ..runner.demo import run_demo
 from ._console import emit
 
@@ -29,4 +30,6 @@ def run(args: argparse.Namespace) -> int:
     emit(f"scene folder: {result.folder}")
     for path in result.files:
         emit(f"  {path.name}")
+    page = write_report(result.folder)
+    emit(f"report: {page.path} (open it in a browser)")
     return 0

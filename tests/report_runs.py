@@ -5,9 +5,10 @@ document comes from the real collector function and then gets a headless
 runner's fields, the way ``scene-telemetry run`` merges them. Times are laid out
 on a synthetic clock ending now, so the timeline has something to show.
 
-Fields that contract v1 does not (yet) hold, such as a farm's per-scene server or
-``GPU.VramPeakMB``, are only written when asked for, and then the documents are
-written *without* the writer's contract check (the validator reports them).
+``GPU.VramPeakMB`` (contract 1.1) is written when asked for. A farm's per-scene
+server, which the contract does not (yet) hold, is only written when asked for, and
+then the documents are written *without* the writer's contract check (the validator
+reports the field).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def make_runner_run(run_dir: Path, layout: Layout = Layout()) -> Path:
         if layout.peak and scene["GPU"]["VramAfterMB"] is not None:
             scene["GPU"]["VramPeakMB"] = scene["GPU"]["VramAfterMB"] + 4000 + 97 * (index % 50)
         scenes.append(scene)
-    if layout.servers or layout.peak:
+    if layout.servers:
         metadata = build_run_metadata([], run_id="bench-run", writer="runner", comfyui_version="0.8.0")
         metadata.update(Scenes=scenes, SceneCount=len(scenes))
         write_unchecked(run_dir, metadata)

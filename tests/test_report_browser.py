@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from report_runs import Layout, make_runner_run, write_unchecked
-from scene_telemetry.report import write_report
-from scene_telemetry.runner.demo import run_demo
+from scene_telemetry.cli.main import main
+from scene_telemetry.report import REPORT_NAME, write_report
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -99,9 +99,9 @@ def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_demo_report_renders_without_errors_and_draws_its_plots(browser, tmp_path, tmp_path_factory):
-    demo = run_demo(tmp_path / "demo-output", 16, 256, 144, "demo-scene")
-    result = write_report(demo.folder)
-    page, problems = open_page(browser, result.path)
+    assert main(["demo", "--out", str(tmp_path / "demo-output")]) == 0  # the README's first command
+    page_path = tmp_path / "demo-output" / "demo-scene" / REPORT_NAME
+    page, problems = open_page(browser, page_path)
     try:
         assert problems == []
         assert page.get_attribute("html", "data-plots-drawn") == "3"
