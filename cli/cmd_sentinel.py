@@ -45,12 +45,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, required: bool) -> Non
     """The options of a sentinel run (shared with ``install``, which checks the service's command line)."""
     parser.add_argument("--output-dir", required=required, help="ComfyUI's output directory (as this machine sees it)")
     parser.add_argument("--server", type=server_url, help="follow this ComfyUI server's finished prompts")
-    parser.add_argument("--poll", action="store_true", help="poll instead of file events (network shares)")
+    parser.add_argument(
+        "--poll", action="store_true", help="poll instead of file events (with --server: instead of the websocket)"
+    )
     parser.add_argument(
         "--quiet-seconds",
         type=_quiet,
         default=DEFAULT_QUIET_S,
-        help=f"a batch is marked after this long without changes (default {DEFAULT_QUIET_S:g})",
+        help=f"filesystem mode: a batch is marked after this long without changes (default {DEFAULT_QUIET_S:g})",
     )
     parser.add_argument("--state", help=f"state journal (default OUTPUT_DIR/{STATE_NAME})")
     parser.add_argument("--once", action="store_true", help="mark what is pending, then exit (cron)")
@@ -128,7 +130,9 @@ def build_service(args: argparse.Namespace) -> _Service:
     state = Path(os.path.abspath(args.state)) if args.state else output / STATE_NAME
     journal = Journal.load(state)
     if args.server:
-        raise InvalidInputError("--server: server mode is not in this build yet; run without --server")
+        from ..sentinel import ServerSentinel
+
+        return ServerSentinel(args.server, output, journal, use_events=not args.poll)
     return FsSentinel(output, journal, quiet_s=args.quiet_seconds, poll=True if args.poll else None)
 
 

@@ -25,23 +25,31 @@ from ._journal import STATE_NAME, Journal
 from ._marking import BatchFile, MarkResult, mark_batch
 from ._mounts import filesystem_type, is_network_filesystem
 from ._naming import CounterName, GroupKey, parse_name
+from ._outputs import FinishedPrompt, NodeBatch, from_history, from_job, node_batches
+from ._server import ServerSentinel
 
 __all__ = [
     "DEFAULT_QUIET_S",
     "STATE_NAME",
     "BatchFile",
     "CounterName",
+    "FinishedPrompt",
     "FsSentinel",
     "GroupKey",
     "Journal",
     "MarkResult",
+    "NodeBatch",
+    "ServerSentinel",
     "ServiceDefinition",
     "filesystem_type",
+    "from_history",
+    "from_job",
     "image_size",
     "is_complete",
     "is_network_filesystem",
     "launchd_plist",
     "mark_batch",
+    "node_batches",
     "nssm_commands",
     "parse_name",
     "systemd_unit",

@@ -4,7 +4,9 @@ A real aiohttp server runs in its own thread on ``127.0.0.1`` (free port) and
 serves the routes a headless client uses: ``POST /prompt``, ``GET
 /history/{id}``, ``GET /queue``, ``GET /system_stats``, ``GET /object_info``,
 ``GET /view``, ``POST /interrupt`` and ``GET /ws?clientId=`` (each also under
-``/api``). Replies and websocket messages are replayed from the recordings in
+``/api``), plus ``GET /history?max_items=N`` and ``GET /api/jobs[/{id}]`` (shaped
+after ComfyUI 0.8.0's ``server.py`` and ``comfy_execution/jobs.py``; the recordings
+have no jobs replies). Replies and websocket messages are replayed from the recordings in
 ``tests/data/comfyui-0.8.0/transcripts/`` with the real prompt id and fresh
 timestamps substituted; nothing about their shape is invented. After the final
 message the history entry is written, the queue drained, ``status`` broadcast
@@ -207,6 +209,7 @@ class FakeComfy:
         send_executing_null: bool = True,
         stall_s: dict[str, float] | None = None,
         trickle_s: dict[str, float] | None = None,
+        jobs_api: bool = True,
     ) -> None:
         if scenarios is None:
             scenarios = Scenario()
@@ -220,6 +223,8 @@ class FakeComfy:
         self.stall_s = dict(stall_s or {})
         """``"METHOD /path"`` prefix (``/api`` stripped, e.g. ``"POST /prompt"``, ``"GET /history/"``) → seconds
         the server sits on such a request before handling it (a wedged event loop)."""
+        self.jobs_api = jobs_api
+        """False: no ``/api/jobs`` routes (404), like a ComfyUI older than the jobs API."""
         self.trickle_s = dict(trickle_s or {})
         """Same keys → the reply body is sent one byte at a time, this many seconds apart (a trickling server)."""
         self._stopping: asyncio.Event | None = None
@@ -315,6 +320,7 @@ class FakeComfy:
         app = web.Application()
         routes = [
             ("POST", "/prompt", self._post_prompt),
+            ("GET", "/history", self._get_history_list),
             ("GET", "/history/{prompt_id}", self._get_history),
             ("GET", "/queue", self._get_queue),
             ("GET", "/system_stats", self._get_system_stats),
@@ -328,6 +334,9 @@ class FakeComfy:
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
             app.router.add_route(method, "/api" + path, handler)
+        if self.jobs_api:  # registered as /api/jobs in server.py (no bare /jobs twin)
+            app.router.add_route("GET", "/api/jobs", self._get_jobs)
+            app.router.add_route("GET", "/api/jobs/{job_id}", self._get_job)
         app.middlewares.append(self._log_request)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -505,6 +514,49 @@ class FakeComfy:
             return web.Response(status=500, text="500 Internal Server Error")
         entry = self._history.get(prompt_id)
         return web.json_response({} if entry is None else {prompt_id: entry})
+
+    async def _get_history_list(self, request: web.Request) -> web.Response:
+        """``/history?max_items=N``: the newest N entries, oldest first (PromptQueue.get_history)."""
+        items = list(self._history.items())
+        max_items = request.query.get("max_items")
+        if max_items is not None:
+            items = items[max(0, len(items) - int(max_items)) :]
+        return web.json_response(dict(items))
+
+    async def _get_jobs(self, request: web.Request) -> web.Response:
+        """``GET /api/jobs`` as ComfyUI 0.8.0's server.get_jobs + comfy_execution/jobs.get_all_jobs build it."""
+        query = request.query
+        wanted = [s.strip().lower() for s in query.get("status", "").split(",") if s.strip()] or list(JOB_STATUSES)
+        bad = [s for s in wanted if s not in JOB_STATUSES]
+        if bad:
+            message = f"Invalid status value(s): {', '.join(bad)}. Valid values: {', '.join(JOB_STATUSES)}"
+            return web.json_response({"error": message}, status=400)
+        jobs: list[dict[str, Any]] = []
+        if "in_progress" in wanted:
+            jobs += [_job_from_queue(j.queue_item(), "in_progress") for j in self._running]
+        if "pending" in wanted:
+            jobs += [_job_from_queue(j.queue_item(), "pending") for j in self._pending]
+        for prompt_id, entry in self._history.items():
+            failed = entry.get("status", {}).get("status_str") == "error"
+            if ("failed" if failed else "completed") in wanted:
+                jobs.append(_job_from_history(prompt_id, entry, include_outputs=False))
+        jobs.sort(key=lambda j: j.get("create_time", 0), reverse=query.get("sort_order", "desc") == "desc")
+        total, offset = len(jobs), max(0, int(query.get("offset", 0)))
+        limit = int(query["limit"]) if "limit" in query else None
+        page = jobs[offset:][:limit] if limit is not None else jobs[offset:]
+        pagination = {"offset": offset, "limit": limit, "total": total, "has_more": offset + len(page) < total}
+        return web.json_response({"jobs": page, "pagination": pagination})
+
+    async def _get_job(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]
+        entry = self._history.get(job_id)
+        if entry is not None:
+            return web.json_response(_job_from_history(job_id, entry, include_outputs=True))
+        for jobs, status in ((self._running, "in_progress"), (self._pending, "pending")):
+            for job in jobs:
+                if job.prompt_id == job_id:
+                    return web.json_response(_job_from_queue(job.queue_item(), status))
+        return web.json_response({"error": "Job not found"}, status=404)
 
     async def _get_queue(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -756,6 +808,70 @@ class FakeComfy:
             outputs = {}
         meta = {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in outputs}
         return {"prompt": job.queue_item(), "outputs": outputs, "status": status, "meta": meta}
+
+
+JOB_STATUSES = ("pending", "in_progress", "completed", "failed")
+
+
+def _pruned(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _job_from_queue(item: list[Any], status: str) -> dict[str, Any]:
+    """comfy_execution/jobs.normalize_queue_item."""
+    extra = item[3]
+    workflow_id = extra.get("extra_pnginfo", {}).get("workflow", {}).get("id")
+    return _pruned(
+        {
+            "id": item[1],
+            "status": status,
+            "priority": item[0],
+            "create_time": extra.get("create_time"),
+            "outputs_count": 0,
+            "workflow_id": workflow_id,
+        }
+    )
+
+
+def _job_from_history(prompt_id: str, entry: dict[str, Any], *, include_outputs: bool) -> dict[str, Any]:
+    """comfy_execution/jobs.normalize_history_item (ComfyUI 0.8.0), previews reduced to the first output file."""
+    number, _, prompt, extra, _ = entry["prompt"]
+    status_info = entry.get("status") or {}
+    start = end = error = None
+    for event, data in status_info.get("messages", []):
+        if event == "execution_start":
+            start = data.get("timestamp")
+        elif event in FINAL_TYPES:
+            end = data.get("timestamp")
+            error = data if event == "execution_error" else None
+    outputs = entry.get("outputs", {})
+    items = [
+        {**item, "nodeId": node, "mediaType": kind}
+        for node, ui in outputs.items()
+        for kind, listed in ui.items()
+        if kind != "animated" and isinstance(listed, list)
+        for item in listed
+        if isinstance(item, dict)
+    ]
+    job = _pruned(
+        {
+            "id": prompt_id,
+            "status": "failed" if status_info.get("status_str") == "error" else "completed",
+            "priority": number,
+            "create_time": extra.get("create_time"),
+            "execution_start_time": start,
+            "execution_end_time": end,
+            "execution_error": error,
+            "outputs_count": len(items),
+            "preview_output": next((i for i in items if i.get("type") == "output"), None),
+            "workflow_id": extra.get("extra_pnginfo", {}).get("workflow", {}).get("id"),
+        }
+    )
+    if include_outputs:
+        job["outputs"] = outputs
+        job["execution_status"] = status_info
+        job["workflow"] = {"prompt": prompt, "extra_data": extra}
+    return job
 
 
 class _Lost(Exception):
