@@ -75,6 +75,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--no-gpu", action="store_true", help="skip the server-side GPU snapshots")
     parser.add_argument("--json", action="store_true", help="machine-readable events and result on stdout")
+    parser.add_argument("--report", action="store_true", help="write RUN_DIR/report.html at the end (see 'report')")
     add_policy_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -146,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     result = runner.run(scenes)
     code = EXIT_OK if result.ok else (EXIT_SCENES_FAILED if not all(s.ok for s in result.scenes) else EXIT_RUN_INVALID)
+    page = _write_report(args, result.run_dir, options.comfy_output_dir) if args.report else None
     if args.json:
         emit_json(
             {
@@ -155,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
                 "ok": result.ok,
                 "exit_code": code,
                 "validation_ok": result.validation_ok,
+                "report": str(page) if page is not None else None,
                 "scenes": [
                     {
                         "scene": s.scene_id,
@@ -171,7 +174,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         verdict = "ok" if result.ok else ("scene(s) failed" if code == EXIT_SCENES_FAILED else "validation failed")
         emit(f"run {result.run_id}: {verdict}; run folder {result.run_dir}")
+        if page is not None:
+            emit(f"report: {page}")
     return code
+
+
+def _write_report(args: argparse.Namespace, run_dir: Path, output_dir: Path | None) -> Path | None:
+    """``--report``: the run's HTML page; not writing it is a warning and leaves the run's exit code alone."""
+    from ..report import NothingReadable, write_report
+
+    try:
+        return write_report(run_dir, output_dir=output_dir).path
+    except (NothingReadable, OSError) as exc:
+        _say(args, {"event": "warning", "message": f"report not written: {exc}"}, f"warning: report not written: {exc}")
+        return None
 
 
 def out_problem(run_dir: Path) -> str | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from fake_comfy import FakeComfy, Scenario
 from report_runs import FAILURE_DETAIL, Layout, make_runner_run, make_sentinel_folder, write_unchecked
 from run_factory import make_run
 from scene_telemetry.cli.main import main
@@ -262,3 +263,29 @@ def test_marker_outside_its_folder_is_not_read(tmp_path, capsys):
     text, _ = parse(run_dir / REPORT_NAME)
     assert "outside the marker&#x27;s folder: not shown" in text
     assert text.count('src="data:image/jpeg;base64,') == 2
+
+
+RUN_WORKFLOW = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 3, "color": 0}},
+    "2": {"class_type": "ImageAddNoise", "inputs": {"image": ["1", 0], "seed": 1, "strength": 0.5}},
+    "3": {
+        "class_type": "SceneTelemetry_WriteDoneMarker",
+        "inputs": {"images": ["2", 0], "filename_prefix": "x/frame", "scene_id": ""},
+    },
+}
+
+
+def test_run_with_report_writes_the_page_of_the_finished_run(tmp_path, output_dir, capsys):
+    (tmp_path / "wf.json").write_text(json.dumps(RUN_WORKFLOW))
+    (tmp_path / "scenes.yaml").write_text("- id: a\n  seed: 3\n- id: b\n  seed: 4\n")
+    (tmp_path / "map.json").write_text(json.dumps({"seed": "id:2.seed"}))
+    argv = ["run", str(tmp_path / "wf.json"), "--scenes", str(tmp_path / "scenes.yaml")]
+    argv += ["--mapping", str(tmp_path / "map.json"), "--out", str(tmp_path / "run"), "--no-gpu", "--fast-iteration"]
+    with FakeComfy([Scenario(), Scenario()], output_dir=output_dir) as fake:
+        code = main([*argv, "--server", fake.url, "--comfy-output-dir", str(output_dir), "--report", "--json"])
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert code == 0 and result["report"] == str(tmp_path / "run" / REPORT_NAME)
+    text, page = parse(tmp_path / "run" / REPORT_NAME)
+    rows = [r for r in page.rows if r]
+    assert [(r[1], r[2], r[-2]) for r in rows] == [("a", "success", "node"), ("b", "success", "node")]
+    assert 'Validator: <span class="word">PASSED</span>' in text
