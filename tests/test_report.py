@@ -180,7 +180,7 @@ def test_sentinel_folder_reports_markers_without_telemetry(tmp_path, capsys):
     assert text.count('src="data:image/jpeg;base64,') == 6
 
 
-@pytest.mark.parametrize("make", ["empty", "absent", "garbage"])
+@pytest.mark.parametrize("make", ["empty", "absent", "garbage", "folder"])
 def test_nothing_readable_is_one_line_and_exit_2(tmp_path, capsys, make):
     folder = tmp_path / "run"
     if make != "absent":
@@ -188,10 +188,14 @@ def test_nothing_readable_is_one_line_and_exit_2(tmp_path, capsys, make):
     if make == "garbage":
         (folder / "artifact-metadata.json").write_bytes(b"\xff\xfe\x00garbage")
         (folder / "x.done").write_text("not json", "utf-8")
+    if make == "folder":  # unreadable: a folder where the metadata file should be
+        (folder / "artifact-metadata.json").mkdir()
     code, out, err = report(capsys, str(folder))
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("scene-telemetry: error: ")
+    if make == "folder":
+        assert "artifact-metadata.json: is a folder, not a file" in err
     assert not (folder / REPORT_NAME).exists()
 
 
