@@ -120,12 +120,13 @@ def plot_data(view: RunView) -> dict[str, Any]:
             "total": [s.ram_total for s in scenes],
         }
     exits = Counter(exit_label(s, view) for s in scenes)
+    failing = {exit_label(s, view) for s in scenes if s.ok is False}
     return {
         "ids": [s.scene_id for s in scenes],
         "ok": [s.ok for s in scenes],
         "duration": [s.duration_s for s in scenes],
         "memory": memory,
-        "exits": {"names": list(exits), "counts": list(exits.values())},
+        "exits": {"names": list(exits), "counts": list(exits.values()), "ok": [n not in failing for n in exits]},
         "timeline": timeline_data(scenes),
     }
 
@@ -281,7 +282,15 @@ def _memory_cells(s: SceneRow) -> list[str]:
             _td(_fmt_int(v) + (f' <span class="tag">{tag}</span>' if v is not None else ""), v)
             for v, tag in zip(values, tags, strict=True)
         ]
-    return [_td(_fmt_int(v), v) for v in (s.vram_before, s.vram_after, s.vram_peak, s.vram_total)]
+    proc = ' <span class="tag" title="VramBasis process: torch reserved memory of ComfyUI">proc</span>'
+    before, after = (
+        _fmt_int(v) + (proc if s.basis == "process" and v is not None else "") for v in (s.vram_before, s.vram_after)
+    )
+    return [
+        _td(before, s.vram_before),
+        _td(after, s.vram_after),
+        *(_td(_fmt_int(v), v) for v in (s.vram_peak, s.vram_total)),
+    ]
 
 
 def _scene_tr(s: SceneRow, view: RunView, page_dir: Path, has_server: bool) -> str:

@@ -47,10 +47,20 @@ MAX_SCENE_FILES = 20_000
 MARKER_GLOBS: tuple[str, ...] = ("*.done", "*/*.done", "*/*/*.done")
 """Where a markers-only folder keeps its markers (the folder and two levels below)."""
 
-SERVER_KEYS: tuple[str, ...] = ("Server", "Instance", "InstanceId", "Worker", "ServerUrl")
-"""Per-scene fields that may name the farm server that ran a scene (read defensively)."""
+SERVER_KEYS: tuple[str, ...] = (
+    "InstanceId",
+    "ServerInstanceId",
+    "Instance",
+    "ServerInstance",
+    "Server",
+    "Worker",
+    "ServerUrl",
+)
+"""Per-scene fields that may name the farm server that ran a scene, most specific first (read defensively:
+a scene of a single-server run has none of them)."""
 
 SERVER_SUBKEYS: tuple[str, ...] = ("InstanceId", "Instance", "Name", "Url", "URL")
+"""Inside an object-valued server field, what names the server, most specific first."""
 
 
 class NothingReadable(InvalidInputError):

@@ -18,7 +18,7 @@ from report_runs import FAILURE_DETAIL, Layout, make_runner_run, make_sentinel_f
 from run_factory import make_run
 from scene_telemetry.cli.main import main
 from scene_telemetry.report import REPORT_NAME, load_run, write_report
-from scene_telemetry.report._load import SceneRow
+from scene_telemetry.report._load import SceneRow, server_label
 from scene_telemetry.report._sheet import MAX_SHEET_SCENES, pick_frames, pick_scenes
 
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">&amp;"\''
@@ -107,7 +107,7 @@ def test_runner_run_table_shows_exit_reasons_attempts_memory_and_failure_detail(
     assert rows[0][6] == "9,000" and rows[0][9] == "81,559"  # VRAM before, device total
     assert rows[0][8] == "—"  # no VramPeakMB recorded
     data = json.loads(re.search(r'id="report-data">(.*?)</script>', text).group(1))
-    assert data["exits"] == {"names": ["success", "executionError"], "counts": [6, 2]}
+    assert data["exits"] == {"names": ["success", "executionError"], "counts": [6, 2], "ok": [True, False]}
     assert data["memory"]["kind"] == "VRAM" and data["timeline"] is None
     assert "history max wait 600 s" in text
 
@@ -293,3 +293,12 @@ def test_run_with_report_writes_the_page_of_the_finished_run(tmp_path, output_di
     rows = [r for r in page.rows if r]
     assert [(r[1], r[2], r[-2]) for r in rows] == [("a", "success", "node"), ("b", "success", "node")]
     assert 'Validator: <span class="word">PASSED</span>' in text
+
+
+def test_server_label_reads_the_farm_fields_defensively():
+    assert server_label({}) is None
+    assert server_label({"Server": "http://a:8188"}) == "http://a:8188"
+    assert server_label({"Server": {"Url": "http://a:8188", "InstanceId": "gpu-1"}}) == "gpu-1"
+    assert server_label({"ServerUrl": "http://a:8188", "InstanceId": "i-1"}) == "i-1"
+    assert server_label({"Server": 5, "Worker": {"Name": "w", "Url": None}}) == "w"
+    assert server_label({"Server": {"Url": ""}}) is None

@@ -132,7 +132,7 @@
     var xs = [], good = [], bad = [];
     for (var i = 0; i < k; i++) {
       xs.push(i);
-      var success = names[i] === "success" || names[i] === "editor run (frames)" || names[i] === "marker only (no telemetry)";
+      var success = data.exits.ok[i];
       good.push(success ? counts[i] : null);
       bad.push(success ? null : counts[i]);
     }
