@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..report import NothingReadable, write_report
+from ..report import write_report
+from ..telemetry import InvalidInputError
 from ._console import emit, error
 
 EXIT_OK = 0
@@ -19,7 +20,7 @@ def register(subparsers: Any) -> None:
         help="write an HTML report of a run folder (verdict, scenes, plots, contact sheet)",
         description=f"Writes one self-contained HTML file that opens offline. Exit {EXIT_OK} when the validator "
         f"passes, {EXIT_VALIDATION_FAILED} when it fails (the report says why), {EXIT_UNREADABLE} when nothing in "
-        "the folder can be read or the page cannot be written.",
+        "the folder can be read, or the page cannot be written (-o must name an .html file).",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder, editor-run scene folder or marked folder")
     parser.add_argument("-o", "--output", metavar="FILE", help="where to write the page (default RUN_DIR/report.html)")
@@ -30,7 +31,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         result = write_report(args.run_dir, args.output, output_dir=args.output_dir)
-    except NothingReadable as exc:
+    except InvalidInputError as exc:  # NothingReadable, or -o not naming an .html file
         error(str(exc))
         return EXIT_UNREADABLE
     except OSError as exc:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..telemetry import ValidationReport, atomic_write_text, validate_run
+from ..telemetry import InvalidInputError, ValidationReport, atomic_write_text, validate_run
 from ._html import render_page
 from ._load import RunView, load_run
 from ._sheet import start_sheet
@@ -20,6 +20,9 @@ REPORT_NAME = "report.html"
 """Default file name, inside the run folder."""
 
 THUMBNAIL_WORKERS = 2
+
+PAGE_SUFFIXES: frozenset[str] = frozenset({".html", ".htm"})
+"""The page is only written to an HTML file name, so that ``-o`` can never overwrite a run's data file."""
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,13 @@ def write_report(
 ) -> ReportResult:
     """Write the report of *run_dir* atomically to *out* (default ``RUN_DIR/report.html``).
 
-    Raises ``NothingReadable`` when the folder holds nothing to report on, and
-    ``OSError`` when the page cannot be written.
+    Raises ``NothingReadable`` when the folder holds nothing to report on,
+    ``InvalidInputError`` when *out* is not an ``.html`` file name, and ``OSError``
+    when the page cannot be written.
     """
     target = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
+    if target.suffix.lower() not in PAGE_SUFFIXES:  # -o artifact-metadata.json must not replace the run's data
+        raise InvalidInputError(f"the report's file name must end in .html, not {target.name!r}", path=target)
     text, view, validation = render_report(run_dir, page_path=target, output_dir=output_dir)
     atomic_write_text(target, text)
     logger.info("report written: %s (%d scenes)", target, len(view.scenes))

@@ -302,3 +302,11 @@ def test_server_label_reads_the_farm_fields_defensively():
     assert server_label({"ServerUrl": "http://a:8188", "InstanceId": "i-1"}) == "i-1"
     assert server_label({"Server": 5, "Worker": {"Name": "w", "Url": None}}) == "w"
     assert server_label({"Server": {"Url": ""}}) is None
+
+
+def test_output_must_be_an_html_file_so_run_data_is_never_overwritten(tmp_path, capsys):
+    run = make_run(tmp_path / "output")
+    before = run.metadata_path.read_bytes()
+    code, out, err = report(capsys, str(run.run_dir), "-o", str(run.metadata_path))
+    assert code == 2 and out == "" and "must end in .html" in err and len(err.strip().splitlines()) == 1
+    assert run.metadata_path.read_bytes() == before
