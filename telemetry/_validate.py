@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from ._compare import compare_summary, instant, is_whole
 from ._contract import DocumentKind, json_path, validator_for
 from ._errors import MarkerError
+from ._fast_contract import fast_accepts
 from ._layout import ARTIFACT_METADATA_NAME, RUN_SUMMARY_NAME, telemetry_file_name
 from ._marker import marker_mismatches, read_marker
 from ._report import CheckRow, ValidationReport, Verdict, row, short
 from ._safe_read import UNREADABLE, read_json, read_text
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 MAX_ROWS_PER_DOCUMENT = 50
 """Contract or difference rows reported per document: garbage must not produce a million rows."""
@@ -128,9 +130,14 @@ def _scene_count_row(metadata: Any, scenes: list[Any], file: str) -> CheckRow:
 
 
 def contract_rows(document: Any, kind: DocumentKind, file: str, scene_of: SceneNamer | None = None) -> list[CheckRow]:
-    """One row per contract violation (unknown fields as 'unknown-field'), or one pass row."""
+    """One row per contract violation (unknown fields as 'unknown-field'), or one pass row.
+
+    jsonschema (``validator_for``) writes the rows; it runs only when the compiled check does not accept.
+    """
     rows: list[CheckRow] = []
-    for top in validator_for(kind).iter_errors(document):
+    accepted = fast_accepts(document, kind)
+    errors: Iterable[ValidationError] = () if accepted else validator_for(kind).iter_errors(document)
+    for top in errors:
         for error in _leaf_errors(top):
             rows += _error_rows(error, file, scene_of)
         if len(rows) >= MAX_ROWS_PER_DOCUMENT:
