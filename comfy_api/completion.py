@@ -21,8 +21,9 @@ Exit reasons (``HistoryExitReason``): ``success`` only when the history entry sa
 post-execution window, from the websocket event; ``postExecution`` when ``execution_success``
 was seen but no entry came; ``maxWait`` when ``max_wait_seconds`` passed without a final status;
 ``attemptLimit`` when ``max_attempt_count`` (> 0) polls answered without an entry; ``serverLost``.
-The attempt's budget is therefore ``max_wait_seconds`` (from *started*) plus, once a final event arrived,
-``post_execution_timeout_seconds``: one deadline at most ``started + max_wait + post_execution`` away.
+The attempt's budget is therefore its :class:`telemetry.Deadline` (``max_wait_seconds`` from its start)
+plus, once a final event arrived, ``post_execution_timeout_seconds``: at most ``max_wait + post_execution``
+after the attempt began.
 Every request (history polls and the lost-prompt lookups) gets only the time left, a request in flight
 is cut at the deadline (whole-request timeouts, :mod:`comfy_api.client`), and none is made once it passed.
 """
@@ -35,8 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..telemetry._meta import iso_from_epoch_ms
-from .client import ClientError, ComfyClient, EventStream, HttpStatusError, ServerTimeout, ServerUnavailable
+from ..telemetry import EXIT_REASONS, Deadline, ExitReason, iso_from_epoch_ms
+from .client import ClientError, ComfyClient, EventStream, HttpStatusError, ServerUnavailable
+from .history import classify_history_entry, error_detail, locate_prompt, trim_error
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class WaitPolicy(Protocol):
     @property
     def post_execution_timeout_seconds(self) -> float: ...
 
+
 __all__ = [
     "EXIT_REASONS",
     "CompletionResult",
@@ -61,18 +64,9 @@ __all__ = [
     "locate_prompt",
     "trim_error",
     "wait_for_completion",
+    "WaitPolicy",
 ]
 
-EXIT_REASONS = (
-    "success",
-    "maxWait",
-    "attemptLimit",
-    "postExecution",
-    "executionError",
-    "interrupted",
-    "serverLost",
-    "validationError",
-)
 DEFAULT_SERVER_GRACE_S = 60.0
 """How long refused connections may last before the server counts as lost: comfy-cli's
 lost-after-restart grace. A ComfyUI restart (custom-node imports) takes 10-40 s."""
@@ -85,17 +79,13 @@ REFUSED_RETRY_S = 0.5
 """Probe interval while connections are refused (never longer than the poll interval), so a
 restarted server is found quickly and the lost-prompt check runs early."""
 DRAIN_MAX_MESSAGES = 10_000  # bound on buffered messages handed to on_event when the wait ends
-MIN_REQUEST_TIMEOUT_S = 0.05  # a request at the very end of the budget still gets a chance
-TRACEBACK_KEEP_LINES = 6  # the innermost frames name the failing call; the rest is noise
-TRACEBACK_LINE_CHARS = 400
-_ERROR_KEYS = ("node_id", "node_type", "exception_type", "exception_message", "executed", "timestamp")
 
 
 @dataclass
 class CompletionResult:
     """How waiting for one prompt ended (the runner-owned telemetry fields come from here)."""
 
-    exit_reason: str
+    exit_reason: ExitReason
     history_attempts: int
     execution_success_detected: bool
     execution_success_at: str | None
@@ -114,7 +104,7 @@ class CompletionResult:
         return self.exit_reason == "success"
 
     @classmethod
-    def never_ran(cls, exit_reason: str, detail: str) -> CompletionResult:
+    def never_ran(cls, exit_reason: ExitReason, detail: str) -> CompletionResult:
         """An attempt that ended before any completion was observed (e.g. while submitting)."""
         return cls(
             exit_reason=exit_reason,
@@ -127,93 +117,6 @@ class CompletionResult:
             lost=False,
             detail=detail,
         )
-
-
-def trim_error(data: dict[str, Any]) -> dict[str, Any]:
-    """execution_error/interrupted data without ``current_inputs``/``outputs`` (huge, may hold secrets)."""
-    kept = {k: data[k] for k in _ERROR_KEYS if k in data}
-    traceback = data.get("traceback")
-    if isinstance(traceback, list):
-        kept["traceback"] = [str(line)[:TRACEBACK_LINE_CHARS] for line in traceback[-TRACEBACK_KEEP_LINES:]]
-    return kept
-
-
-def _error_detail(kind: str, error: dict[str, Any] | None) -> str:
-    error = error or {}
-    where = f"node {error.get('node_id', '?')} ({error.get('node_type', '?')})"
-    if kind == "interrupted":
-        return f"interrupted at {where}"
-    message = str(error.get("exception_message", "")).strip().splitlines()
-    first = message[0].strip("* ") if message else "no message"
-    return f"{error.get('exception_type', 'Error')}: {first} at {where}"
-
-
-@dataclass
-class _HistoryVerdict:
-    reason: str
-    error: dict[str, Any] | None
-    started_at: str | None
-    success_at: str | None
-
-
-def classify_history_entry(entry: dict[str, Any]) -> _HistoryVerdict:
-    """Read a ``/history/{id}`` entry's ``status``: success, executionError or interrupted."""
-    status = entry.get("status")
-    if not isinstance(status, dict):
-        # Servers before ComfyUI PR #2523 had no status block; an entry with outputs finished.
-        return _HistoryVerdict("success" if entry.get("outputs") else "executionError", None, None, None)
-    verdict = _HistoryVerdict("executionError", None, None, None)
-    kinds: set[str] = set()
-    for item in status.get("messages") or []:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict)):
-            continue
-        name, data = item
-        kinds.add(name)
-        stamp = iso_from_epoch_ms(data["timestamp"]) if isinstance(data.get("timestamp"), int | float) else None
-        if name == "execution_start":
-            verdict.started_at = stamp
-        elif name == "execution_success":
-            verdict.success_at = stamp
-        elif name in ("execution_error", "execution_interrupted"):
-            verdict.error = trim_error(data)
-    if status.get("status_str") == "success" and status.get("completed") is True:
-        verdict.reason = "success"
-    elif "execution_interrupted" in kinds:
-        verdict.reason = "interrupted"
-    return verdict
-
-
-def locate_prompt(
-    client: ComfyClient,
-    prompt_id: str,
-    *,
-    timeout_s: float | None = None,
-    deadline: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> str:
-    """Where *prompt_id* is now: ``history``, ``running``, ``pending`` or ``absent`` (for --resume).
-
-    With *deadline* (on *clock*) each of the up to three requests gets only the time left, and one with no
-    time left is not made: :class:`ServerTimeout` instead.
-    """
-
-    def limit() -> float | None:
-        if deadline is None:
-            return timeout_s
-        left = deadline - clock()
-        if left <= 0:
-            raise ServerTimeout(f"no time left to look up prompt {prompt_id}")
-        return left if timeout_s is None else min(timeout_s, left)
-
-    if client.history(prompt_id, timeout_s=limit()) is not None:
-        return "history"
-    queue = client.queue(timeout_s=limit())
-    for state in ("running", "pending"):
-        for item in queue.get(f"queue_{state}") or []:
-            if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
-                return state
-    # The prompt may have finished between the two reads.
-    return "history" if client.history(prompt_id, timeout_s=limit()) is not None else "absent"
 
 
 class _Waiter:
@@ -229,20 +132,19 @@ class _Waiter:
         clock: Callable[[], float],
         sleep: Callable[[float], None],
         server_grace_s: float,
-        started: float | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
         self.client, self.prompt_id, self.policy = client, prompt_id, policy
         self.events, self.on_event, self.clock, self.sleep = events, on_event, clock, sleep
         self.server_grace_s = server_grace_s
-        self.start = clock() if started is None else started
-        self.deadline = self.start + policy.max_wait_seconds
-        self.next_poll = self.start
+        self.deadline = Deadline.after(policy.max_wait_seconds, clock) if deadline is None else deadline
+        self.next_poll = clock()
         self.attempts = 0
         self.empty_polls = 0
         self.success_seen = False
         self.success_at: str | None = None
         self.started_at: str | None = None
-        self.final_reason: str | None = None
+        self.final_reason: ExitReason | None = None
         self.final_error: dict[str, Any] | None = None
         self.final_at: float | None = None
         self.confirm_delay = CONFIRM_BACKOFF_INITIAL_S
@@ -269,7 +171,7 @@ class _Waiter:
     def _active_deadline(self) -> float:
         if self.final_at is not None:
             return self.final_at + self.policy.post_execution_timeout_seconds
-        return self.deadline
+        return self.deadline.at
 
     def _budget_over(self, now: float) -> CompletionResult | None:
         if now < self._active_deadline():
@@ -280,7 +182,7 @@ class _Waiter:
         if self.final_reason == "success":
             return self._result("postExecution", f"execution_success seen, no history entry within {window}", True)
         reason = self.final_reason or "executionError"
-        return self._result(reason, _error_detail(reason, self.final_error), True, error=self.final_error)
+        return self._result(reason, error_detail(reason, self.final_error), True, error=self.final_error)
 
     def _wait(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
@@ -339,7 +241,7 @@ class _Waiter:
             if not isinstance(data, dict) or data.get("prompt_id", self.prompt_id) == self.prompt_id:
                 self.on_event(event)
 
-    def _final(self, reason: str, error: dict[str, Any] | None) -> None:
+    def _final(self, reason: ExitReason, error: dict[str, Any] | None) -> None:
         if self.final_at is None:
             self.final_at = self.clock()
         self.final_reason, self.final_error = reason, error
@@ -348,7 +250,7 @@ class _Waiter:
     # ---------------------------------------------------------------- history polling
 
     def _poll(self, now: float) -> CompletionResult | None:
-        timeout = max(MIN_REQUEST_TIMEOUT_S, self._active_deadline() - now)
+        timeout = Deadline(self._active_deadline(), self.clock).request_timeout()
         self.attempts += 1
         try:
             entry = self.client.history(self.prompt_id, timeout_s=timeout)
@@ -397,7 +299,7 @@ class _Waiter:
 
     def _lost_check(self) -> CompletionResult | None:
         try:  # each lookup is cut at the budget's end (timing them from before the poll overran it)
-            where = locate_prompt(self.client, self.prompt_id, deadline=self._active_deadline(), clock=self.clock)
+            where = locate_prompt(self.client, self.prompt_id, deadline=Deadline(self._active_deadline(), self.clock))
         except ClientError as exc:
             logger.warning("prompt %s: queue check failed (%s); retrying", self.prompt_id, exc)
             return None
@@ -415,12 +317,12 @@ class _Waiter:
         if verdict.success_at is not None:
             self.success_seen, self.success_at = True, self.success_at or verdict.success_at
         error = verdict.error if verdict.error is not None else self.final_error
-        detail = None if verdict.reason == "success" else _error_detail(verdict.reason, error)
+        detail = None if verdict.reason == "success" else error_detail(verdict.reason, error)
         return self._result(verdict.reason, detail, entry=entry, error=error)
 
     def _result(
         self,
-        reason: str,
+        reason: ExitReason,
         detail: str | None,
         post_timeout: bool = False,
         *,
@@ -456,16 +358,16 @@ def wait_for_completion(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     server_grace_s: float = DEFAULT_SERVER_GRACE_S,
-    started: float | None = None,
+    deadline: Deadline | None = None,
 ) -> CompletionResult:
     """Wait until *prompt_id* has a confirmed final status or its budget is spent; never raises
     for server trouble (that is an exit reason).
 
     *events* should be connected before the prompt was posted; without it the wait polls
     ``/history/{id}`` only. *on_event* receives every websocket message about this prompt and
-    every one without a prompt id (``status``), for progress display. *started* (on *clock*) is when the
-    attempt began (the runner: before ``POST /prompt``), so the time spent submitting counts against
-    ``max_wait_seconds``; default: now.
+    every one without a prompt id (``status``), for progress display. *deadline* is the attempt's
+    budget, created once when the attempt began (the runner: before ``POST /prompt``, so the time spent
+    submitting counts against it); default: ``max_wait_seconds`` from now on *clock*.
     """
-    waiter = _Waiter(client, prompt_id, policy, events, on_event, clock, sleep, server_grace_s, started)
+    waiter = _Waiter(client, prompt_id, policy, events, on_event, clock, sleep, server_grace_s, deadline)
     return waiter.run()

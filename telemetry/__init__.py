@@ -6,7 +6,16 @@ into these functions.
 """
 
 from ._atomic import atomic_write_bytes, atomic_write_text, sweep_stale_temps
-from ._collect import RunFiles, build_run_metadata, build_scene_telemetry, write_run
+from ._collect import (
+    RunFiles,
+    build_run_metadata,
+    build_scene_telemetry,
+    collect_scene,
+    frames_block,
+    parse_policy_text,
+    policy_fields,
+    write_run,
+)
 from ._contract import (
     CONTRACT_VERSION,
     DOCUMENT_KINDS,
@@ -15,6 +24,7 @@ from ._contract import (
     load_schema,
     validate_document,
 )
+from ._deadline import Deadline
 from ._done import DoneResult, SceneContext, mark_files, write_frames_with_marker
 from ._errors import (
     ClientError,
@@ -23,6 +33,7 @@ from ._errors import (
     HttpStatusError,
     InvalidInputError,
     MarkerError,
+    OutOfTimeError,
     PromptRejected,
     ServerTimeout,
     ServerUnavailable,
@@ -30,11 +41,28 @@ from ._errors import (
     UnsafePathError,
     ValidationFailed,
 )
+from ._exit_reason import (
+    ABANDONED_REASONS,
+    EXIT_REASONS,
+    RETRYABLE_REASONS,
+    ExitReason,
+)
 from ._gpu import gpu_contract_fields, ram_sample, reset_torch_peaks, take_snapshot
 from ._layout import ARTIFACT_METADATA_NAME, RUN_SUMMARY_NAME, telemetry_file_name
 from ._marker import MarkedFile, build_marker, commit_marker, read_marker, verify_marker
-from ._meta import PACKAGE_VERSION
-from ._paths import SavePlan, plan_save
+from ._meta import (
+    PACKAGE_VERSION,
+    iso_from_epoch_ms,
+    iso_utc,
+    utc_now,
+    versions,
+)
+from ._paths import (
+    SavePlan,
+    ensure_inside,
+    marker_name,
+    plan_save,
+)
 from ._peak import finish_peak_sampling, start_peak_sampling, stop_stale_sampling
 from ._report import CheckRow, ValidationReport
 from ._safe_read import UNREADABLE, read_json
@@ -43,22 +71,28 @@ from ._validate import marker_candidates, validate_run
 from ._wait import wait_for_done
 
 __all__ = [
+    "ABANDONED_REASONS",
     "ARTIFACT_METADATA_NAME",
     "CONTRACT_VERSION",
     "DOCUMENT_KINDS",
+    "EXIT_REASONS",
     "PACKAGE_VERSION",
+    "RETRYABLE_REASONS",
     "RUN_SUMMARY_NAME",
     "SCHEMA_VERSION",
     "UNREADABLE",
     "CheckRow",
     "ClientError",
     "ContractError",
+    "Deadline",
     "DoneResult",
     "DoneTimeoutError",
+    "ExitReason",
     "HttpStatusError",
     "InvalidInputError",
     "MarkedFile",
     "MarkerError",
+    "OutOfTimeError",
     "PromptRejected",
     "RunFiles",
     "SavePlan",
@@ -74,15 +108,23 @@ __all__ = [
     "build_marker",
     "build_run_metadata",
     "build_scene_telemetry",
+    "collect_scene",
     "commit_marker",
     "contract_errors",
+    "ensure_inside",
     "finish_peak_sampling",
+    "frames_block",
     "gpu_contract_fields",
+    "iso_from_epoch_ms",
+    "iso_utc",
     "load_schema",
     "mark_files",
     "marker_candidates",
+    "marker_name",
+    "parse_policy_text",
     "parse_summary",
     "plan_save",
+    "policy_fields",
     "ram_sample",
     "read_json",
     "read_marker",
@@ -93,9 +135,11 @@ __all__ = [
     "sweep_stale_temps",
     "take_snapshot",
     "telemetry_file_name",
+    "utc_now",
     "validate_document",
     "validate_run",
     "verify_marker",
+    "versions",
     "wait_for_done",
     "write_frames_with_marker",
     "write_run",

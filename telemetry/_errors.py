@@ -8,6 +8,7 @@
     ├── InvalidInputError      empty batch, NUL byte, absurd length, bad policy value
     ├── MarkerError            a done marker is malformed or does not match the files
     ├── DoneTimeoutError       wait_for_done gave up
+    ├── OutOfTimeError         an attempt's deadline passed before a step could finish
     ├── ValidationFailed       RunSummaryValidator found disagreements
     └── ClientError            the headless runner could not talk to ComfyUI
         ├── ServerUnavailable  connection refused (lost once past the grace period)
@@ -31,6 +32,7 @@ __all__ = [
     "HttpStatusError",
     "InvalidInputError",
     "MarkerError",
+    "OutOfTimeError",
     "PromptRejected",
     "ServerTimeout",
     "ServerUnavailable",
@@ -80,6 +82,10 @@ class DoneTimeoutError(TelemetryError):
     def __init__(self, message: str, *, path: str | Path | None = None, last_problem: str | None = None):
         super().__init__(message, path=path)
         self.last_problem = last_problem
+
+
+class OutOfTimeError(TelemetryError):
+    """An attempt's :class:`Deadline` passed before a step (e.g. ``POST /prompt``) got an answer."""
 
 
 class ValidationFailed(TelemetryError):

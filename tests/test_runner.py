@@ -18,11 +18,11 @@ from scene_telemetry.comfy_api.preflight import (
     EXIT_SERVER_UNREACHABLE,
     run_preflight,
 )
+from scene_telemetry.runner.markers import MarkerCollector
 from scene_telemetry.runner.policy import QueuePolicy
 from scene_telemetry.runner.runner import STATE_FILE, Runner, RunOptions, prompt_id_for, scene_worst_case_s
 from scene_telemetry.runner.scenes import MARKER_CLASS, Scene, parse_mapping
-from scene_telemetry.telemetry import read_marker, validate_document
-from scene_telemetry.telemetry._validate import validate_run
+from scene_telemetry.telemetry import Deadline, read_marker, validate_document, validate_run
 
 # Small budgets: every failure path must end quickly, and within them.
 FAST = QueuePolicy(
@@ -175,7 +175,7 @@ def test_resume_reattaches_to_a_known_prompt(tmp_path: Path, output_dir: Path) -
         client = ComfyClient(fake.url)
         prompt_id = prompt_id_for("run1", "a", 1)
         runner = _runner(fake, tmp_path, resume=True)
-        runner.state["Scenes"]["a"] = {"PromptIds": [prompt_id], "Document": None}
+        runner.state.scenes["a"] = {"PromptIds": [prompt_id], "Document": None}
         prompt = json.loads(json.dumps(WORKFLOW))
         prompt["3"]["inputs"]["filename_prefix"] = "run1/a/frame"
         client.submit(prompt, prompt_id=prompt_id)  # an earlier run's submission, finished meanwhile
@@ -285,9 +285,15 @@ def test_each_fault_ends_within_budget_with_its_exit_reason(
 
 def test_collector_record_beside_the_frames_is_merged(tmp_path: Path, output_dir: Path) -> None:
     import numpy as np
-    from scene_telemetry.runner.runner import MarkerOutcome
-    from scene_telemetry.telemetry import SceneContext, write_frames_with_marker
-    from scene_telemetry.telemetry._collect import build_run_metadata, build_scene_telemetry, write_run
+    from scene_telemetry.runner.documents import scene_document
+    from scene_telemetry.runner.outcomes import MarkerOutcome
+    from scene_telemetry.telemetry import (
+        SceneContext,
+        build_run_metadata,
+        build_scene_telemetry,
+        write_frames_with_marker,
+        write_run,
+    )
 
     prompt_id = prompt_id_for("run1", "a", 1)
     done = write_frames_with_marker(
@@ -314,7 +320,7 @@ def test_collector_record_beside_the_frames_is_merged(tmp_path: Path, output_dir
         runner = _runner(fake, tmp_path)
         marker = MarkerOutcome(detected=True, body=done.body, folder=done.marker_path.parent)
         runner_fields = {"HistoryExitReason": "success", "SceneAttempts": 1, "DoneMarkerDetected": True}
-        doc = runner._scene_document(Scene("a"), prompt_id, None, marker, None, runner_fields)
+        doc = scene_document(runner.client, runner.options, "a", prompt_id, None, marker, None, runner_fields)
     validate_document(doc, "scene-telemetry")
     assert doc["Writer"] == "runner" and doc["SceneAttempts"] == 1 and doc["DoneMarkerDetected"] is True
     assert doc["ExecutionStartedAt"] == "2026-01-02T03:04:05.000Z"  # the graph's own observation is kept
@@ -344,9 +350,9 @@ def test_remote_marker_wait_cuts_a_stalled_view_at_the_window(tmp_path: Path) ->
         listener.listen(16)
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         options = RunOptions(server=url, run_dir=tmp_path / "run", policy=FAST, run_id="run1", gpu_snapshots=False)
-        runner = Runner(ComfyClient(url, request_timeout_s=5.0), WORKFLOW, MAPPING, options)
+        markers = MarkerCollector(ComfyClient(url, request_timeout_s=5.0), options)
         started = time.monotonic()
-        outcome = runner._wait_remote_marker("a", "pid", "run1/a", "frame.done", 0.3)
+        outcome = markers.wait_remote("a", "pid", "run1/a", "frame.done", Deadline.after(0.3))
         elapsed = time.monotonic() - started
     assert not outcome.detected and outcome.problem
     assert elapsed < 0.3 + 1.0
