@@ -15,6 +15,11 @@ nvidia-smi tier. Every row says whether it measured the real thing or a stand-in
 - ``system_stats``: one GET to a loopback server replying with the recorded
   ComfyUI 0.8.0 reply (HTTP and parsing; a real server adds its own work).
 - ``cpu``: the full node-side chain as it runs on this machine.
+
+Then the peak-memory sampler (issue 12; target ≤ 1 % of a core): the real
+sampler thread at its default 10 Hz, its CPU time (``time.thread_time``) over
+the wall time, with real NVML when a driver answers, a fake ``pynvml`` (this
+package's code only) and RSS alone (a CPU device).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from scene_telemetry.comfy_api import gpu_remote
-from scene_telemetry.telemetry import _gpu
+from scene_telemetry.telemetry import _gpu, _peak
 
 SHARED = Path(__file__).resolve().parents[1] / "tests" / "data" / "comfyui-0.8.0" / "transcripts" / "system_stats.json"
 RTX_4090_TOTAL = 25757220864
@@ -159,9 +164,51 @@ def measure_system_stats(runs: int) -> dict[str, Any]:
     return row("system_stats", "loopback server, recorded reply", samples)
 
 
+def sample_for(seconds: float, read_vram: Callable[[], int | None] | None, source: str) -> _peak.PeakResult:
+    """Run the real peak sampler (default 10 Hz) for *seconds* and return its result (thread CPU time included)."""
+    sampler = _peak.PeakSampler(prompt_id="bench", read_vram=read_vram, read_rss=_peak.process_rss_bytes, source=source)
+    sampler.start()
+    time.sleep(seconds)
+    return sampler.stop()
+
+
+def measure_peak_sampling(seconds: float) -> list[tuple[str, _peak.PeakResult]]:
+    """Sampling cost as % of one core: the sampler thread's CPU time over the wall time it ran."""
+    results = []
+    _gpu.reset_probe_state()
+    source, reader, note = _peak.vram_reader(None)
+    if reader is not None:
+        results.append((f"real {source} + RSS", sample_for(seconds, reader, source)))
+    real = sys.modules.get("pynvml")
+    sys.modules["pynvml"] = fake_pynvml()
+    try:
+        _gpu.reset_probe_state()
+        source, reader, _ = _peak.vram_reader(None)
+        results.append(("FAKE pynvml + RSS: our code only (lower bound)", sample_for(seconds, reader, source)))
+    finally:
+        if real is None:
+            sys.modules.pop("pynvml", None)
+        else:
+            sys.modules["pynvml"] = real
+        _gpu.reset_probe_state()
+    results.append(("CPU device: RSS only (real)", sample_for(seconds, None, "none")))
+    return results
+
+
+def print_peak_sampling(seconds: float) -> None:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nPeak sampler cost (target ≤ 1 % of a core; {seconds:g} s each; load average {load:.2f})")
+    print(f"{'mode':<52} {'Hz':>6} {'samples':>8} {'CPU ms':>8} {'% core':>7}")
+    for mode, result in measure_peak_sampling(seconds):
+        share = 100 * result.cpu_s / result.wall_s if result.wall_s else float("nan")
+        rate = result.samples / result.wall_s if result.wall_s else float("nan")
+        print(f"{mode[:52]:<52} {rate:>6.1f} {result.samples:>8} {result.cpu_s * 1000:>8.2f} {share:>7.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--peak-seconds", type=float, default=3.0, help="how long each peak-sampler row samples")
     args = parser.parse_args()
     smi_runs = max(10, args.runs // 10)
     rows = measure_nvml(args.runs)
@@ -181,6 +228,7 @@ def main() -> int:
         ratio = smi / r["median_us"] if r["median_us"] else float("inf")
         figures = f"{r['runs']:>5} {r['median_us']:>11.1f} {r['p95_us']:>10.1f} {ratio:>9.1f}"
         print(f"{r['tier']:<13} {r['mode'][:52]:<52} {figures}")
+    print_peak_sampling(args.peak_seconds)
     return 0
 
 
