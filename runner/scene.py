@@ -24,7 +24,8 @@ from .gpu import server_gpu_snapshot
 from .markers import MarkerCollector
 from .options import RunOptions, prompt_id_for
 from .outcomes import MarkerOutcome, SceneOutcome
-from .scenes import FieldMapping, Scene, apply_runner_inputs, patch_workflow
+from .patching import apply_runner_inputs, patch_workflow
+from .scenes import FieldMapping, Scene
 from .state import RunState
 
 logger = logging.getLogger(__name__)

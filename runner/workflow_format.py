@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..telemetry import InvalidInputError
-from .scenes import check_workflow, input_spec
+from .checks import check_workflow, input_spec
 
 JsonDict = dict[str, Any]
 

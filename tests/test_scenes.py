@@ -8,21 +8,18 @@ from typing import Any
 
 import pytest
 from scene_telemetry.nodes import NODE_CLASSES
+from scene_telemetry.runner.checks import check_mapping, check_workflow, required_classes
+from scene_telemetry.runner.patching import apply_runner_inputs, patch_workflow
 from scene_telemetry.runner.scenes import (
     COLLECTOR_CLASS,
     MARKER_CLASS,
     Scene,
     Target,
-    apply_runner_inputs,
-    check_mapping,
-    check_workflow,
     load_mapping,
     load_scenes,
     load_workflow,
     parse_mapping,
     parse_scenes,
-    patch_workflow,
-    required_classes,
     resolve_target,
 )
 from scene_telemetry.telemetry import InvalidInputError
