@@ -310,3 +310,20 @@ def test_output_must_be_an_html_file_so_run_data_is_never_overwritten(tmp_path, 
     code, out, err = report(capsys, str(run.run_dir), "-o", str(run.metadata_path))
     assert code == 2 and out == "" and "must end in .html" in err and len(err.strip().splitlines()) == 1
     assert run.metadata_path.read_bytes() == before
+
+
+def test_folder_marked_by_the_real_sentinel(tmp_path, capsys):
+    from PIL import Image
+
+    shot = tmp_path / "out" / "shotA"
+    shot.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (64, 36), (60 * i, 100, 50)).save(shot / f"ComfyUI_{i + 1:05d}_.png")
+    assert main(["sentinel", "--output-dir", str(tmp_path / "out"), "--once", "--quiet-seconds", "0.1"]) == 0
+    assert (shot / "ComfyUI.done").is_file()
+    capsys.readouterr()
+    code, out, err = report(capsys, str(tmp_path / "out"))
+    assert code == 1 and err == ""
+    text, page = parse(tmp_path / "out" / REPORT_NAME)
+    assert [(r[1], r[-2]) for r in page.rows if r] == [("shotA/ComfyUI", "sentinel")]
+    assert text.count('src="data:image/jpeg;base64,') == 3
