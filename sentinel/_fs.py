@@ -34,7 +34,8 @@ from ._naming import GroupKey, parse_name
 logger = logging.getLogger(__name__)
 
 DEFAULT_QUIET_S = 5.0
-DEFAULT_POLL_INTERVAL_S = 1.0
+MAX_POLL_INTERVAL_S = 2.0
+"""Polling re-stats every directory once per interval (~5 us each): half the quiet period, at most this."""
 RESCAN_INTERVAL_S = 60.0
 """Event mode re-checks directory mtimes this often: a safety net for dropped events (inotify queue overflow)."""
 RECENT_DIR_S = 3.0
@@ -74,7 +75,7 @@ class FsSentinel:
         *,
         quiet_s: float = DEFAULT_QUIET_S,
         poll: bool | None = None,
-        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        poll_interval_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_marker: Callable[[Path], None] | None = None,
     ) -> None:
@@ -82,7 +83,9 @@ class FsSentinel:
         self.journal = journal
         self.quiet_s = quiet_s
         self.poll = is_network_filesystem(self.output_dir) if poll is None else poll
-        self.poll_interval_s = poll_interval_s
+        self.poll_interval_s = (
+            poll_interval_s if poll_interval_s is not None else min(MAX_POLL_INTERVAL_S, max(0.25, quiet_s / 2))
+        )
         self.clock = clock
         self.on_marker = on_marker
         self.markers_written = 0
@@ -229,7 +232,16 @@ class FsSentinel:
             yield folder, entries
 
     def _scan_all(self) -> None:
+        started = self.clock()
         self._scan_dir(str(self.output_dir))
+        pending = sum(len(g.files) for g in self._groups.values())
+        logger.info(
+            "initial scan: %d folder(s), %d unmarked file(s) in %d group(s) (%.1f s)",
+            len(self._dirs),
+            pending,
+            len(self._groups),
+            self.clock() - started,
+        )
 
     def _scan_dir(self, top: str) -> None:
         for folder, entries in self._walk(top):
@@ -315,11 +327,11 @@ class FsSentinel:
         seen = group.files.get(name)
         if seen is not None and (seen.size, seen.mtime_ns) == (st.st_size, st.st_mtime_ns):
             return
-        since = now
-        if seen is None:
-            age_s = (time.time_ns() - st.st_mtime_ns) / 1e9
-            if age_s >= self.quiet_s:  # untouched for a quiet period already (catch-up at start)
-                since = now - self.quiet_s
+        # Quiet since the last write, not since we noticed it (events queue up, polls come late); a file
+        # older than the quiet period (catch-up at start) is due at once. Clipped to [now - quiet, now]:
+        # a network share's clock may be off.
+        age_s = (time.time_ns() - st.st_mtime_ns) / 1e9
+        since = now - min(self.quiet_s, max(0.0, age_s))
         group.files[name] = _Seen(parsed.counter, st.st_size, st.st_mtime_ns, since)
         group.next_check = 0.0
         group.incomplete_since = None
@@ -337,6 +349,8 @@ class FsSentinel:
 
     def _try_mark(self, key: GroupKey, group: _Group, now: float) -> bool:
         folder = self._abs_folder(key)
+        if self.poll:
+            self._relist(folder)  # files written since the last poll belong to this batch too
         for name in list(group.files):
             self._observe_file(folder, name)  # a last stat: sizes must not have moved
         if not group.files:
