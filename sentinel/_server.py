@@ -47,7 +47,8 @@ MISSING_GRACE_S = 120.0
 PENDING_CHECK_S = 0.1
 WAKE_S = 0.5
 """Longest blocking wait: SIGTERM/SIGINT are honoured within this."""
-REQUEST_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 1.5
+"""Per request: a stalled server must not hold SIGTERM past 2 s (a timeout is an outage, retried next poll)."""
 
 
 class JobsClient(ComfyClient):

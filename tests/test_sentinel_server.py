@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -224,3 +227,26 @@ def test_server_down_at_start_is_waited_out(fake_comfy: Any, output_dir: Path) -
         assert not service.ready.is_set()
         fake.come_up()
         wait_until((output_dir / "late" / "frame.done").exists)
+
+
+def test_sigterm_stops_a_sentinel_waiting_on_a_stalled_server_within_2_s(
+    fake_comfy: Any, output_dir: Path, tmp_path: Path
+) -> None:
+    fake = fake_comfy(Scenario(write_marker=False), output_dir=output_dir, stall_s={"GET /api/jobs": 30.0})
+    log = tmp_path / "sentinel.log"
+    command = [sys.executable, "-m", "scene_telemetry.cli", "sentinel", "--output-dir", str(output_dir)]
+    with open(log, "wb") as sink:
+        process = subprocess.Popen([*command, "--server", fake.url], stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: any(p.startswith("/api/jobs") for _, p in fake.requests), timeout=20)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=10)
+        elapsed = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code == 0, log.read_text()
+    assert elapsed < 2.0, f"took {elapsed:.2f} s"
+    assert "Traceback" not in log.read_text()
