@@ -36,6 +36,15 @@ POLICY_FIELDS: tuple[tuple[str, str, str], ...] = (
 
 DASH = "—"
 
+DETAIL_CHARS = 300
+"""ExitDetail shown in the table (the cell's tooltip holds up to DETAIL_TITLE_CHARS): long tracebacks must not
+multiply the page's size by the number of scenes."""
+DETAIL_TITLE_CHARS = 2000
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 def esc(value: Any) -> str:
     """HTML-escaped text of *value* (quotes too, so it is safe in attributes); None is a dash."""
@@ -315,7 +324,7 @@ def _scene_tr(s: SceneRow, view: RunView, page_dir: Path, has_server: bool) -> s
         _td(_fmt_int(s.frames), s.frames),
         _td(_fmt_bytes(s.frame_bytes), s.frame_bytes),
         _td(marker, s.marker_source),
-        _td(esc(detail) if detail else "", detail, "detail", detail or None),
+        _td(esc(_cut(detail, DETAIL_CHARS)), _cut(detail, 200), "detail", _cut(detail, DETAIL_TITLE_CHARS) or None),
     ]
     return f'<tr class="{"failed" if s.ok is False else ""}">{"".join(cells)}</tr>'
 

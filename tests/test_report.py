@@ -327,3 +327,15 @@ def test_folder_marked_by_the_real_sentinel(tmp_path, capsys):
     text, page = parse(tmp_path / "out" / REPORT_NAME)
     assert [(r[1], r[-2]) for r in page.rows if r] == [("shotA/ComfyUI", "sentinel")]
     assert text.count('src="data:image/jpeg;base64,') == 3
+
+
+def test_a_huge_exit_detail_is_cut_in_the_table(tmp_path, capsys):
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=2, fail_every=2))
+    metadata = json.loads((run_dir / "artifact-metadata.json").read_text("utf-8"))
+    metadata["Scenes"][1]["ExitDetail"] = "RuntimeError: " + "x" * 200_000
+    write_unchecked(run_dir, metadata)
+    report(capsys, str(run_dir))
+    text, page = parse(run_dir / REPORT_NAME)
+    detail = next(r for r in page.rows if r and r[1] == "scene-0001")[-1]
+    assert len(detail) == 300 and detail.endswith("…")
+    assert text.count("x" * 2100) == 0  # nowhere on the page in full (the tooltip holds 2,000 characters)
