@@ -302,6 +302,10 @@ def _memory_cells(s: SceneRow) -> list[str]:
     ]
 
 
+def _attempts_title(s: SceneRow) -> str | None:
+    return None if s.history_attempts is None else f"{s.history_attempts} GET /history request(s)"
+
+
 def _scene_tr(s: SceneRow, view: RunView, page_dir: Path, has_server: bool) -> str:
     scene = esc(s.scene_id)
     if s.telemetry_path is not None:
@@ -316,7 +320,7 @@ def _scene_tr(s: SceneRow, view: RunView, page_dir: Path, has_server: bool) -> s
         _td(str(s.index + 1), s.index + 1),
         _td(scene, s.scene_id),
         _td(f'<span class="badge {exit_cls}">{esc(label)}</span>', label),
-        _td(_fmt_int(s.attempts), s.attempts, title=f"HistoryAttempts {s.history_attempts}"),
+        _td(_fmt_int(s.attempts), s.attempts, title=_attempts_title(s)),
         _td(_fmt_seconds(s.duration_s), s.duration_s),
         _td(_fmt_seconds(s.queue_wait_s), s.queue_wait_s),
         *_memory_cells(s),
