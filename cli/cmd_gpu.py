@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..comfy_api.gpu_remote import take_remote_snapshot
-from ..nodes.gpu_snapshot import ui_line
+from ..telemetry import ui_line
 from ._args import server_url
 from ._console import emit, emit_json
 
@@ -28,6 +27,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..comfy_api.gpu_remote import take_remote_snapshot  # the HTTP client: imported by the command only
+
     snap = take_remote_snapshot(args.label, args.server)
     if args.json:
         emit_json(snap)

@@ -1,8 +1,8 @@
 """GPU snapshots from outside ComfyUI, for the headless runner and ``scene-telemetry gpu``.
 
 Chain: the server's ``GET /system_stats`` (3 tries, 500 ms apart) → NVML on this
-machine (``telemetry._gpu.probe_nvml``) → ``nvidia-smi --query-gpu`` → ``none``.
-The result has exactly the node-side snapshot shape (``telemetry._gpu``), so the
+machine (``telemetry.probe_nvml``) → ``nvidia-smi --query-gpu`` → ``none``.
+The result has exactly the node-side snapshot shape (``telemetry.take_snapshot``), so the
 contract fields are computed the same way.
 
 This module lives in ``cli/`` because it opens HTTP connections and runs a
@@ -31,11 +31,11 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from ..telemetry._errors import ClientError, InvalidInputError
-from ..telemetry._gpu import (
+from ..telemetry import (
     DEVICE_TYPES,
+    ClientError,
+    InvalidInputError,
     Reading,
-    attempt,
     build_snapshot,
     device_block,
     device_entry,
@@ -43,6 +43,7 @@ from ..telemetry._gpu import (
     probe_nvml,
     ram_block,
     ram_sample,
+    run_probe,
     select_device,
 )
 from .server_url import parse_server_url
@@ -173,7 +174,7 @@ def _int(value: Any) -> int | None:
 
 def snapshot_from_system_stats(label: str, reply: dict[str, Any]) -> dict[str, Any]:
     """A snapshot from a ``/system_stats`` reply the caller already has (the runner's preflight)."""
-    reading = attempt("system_stats", lambda _hint: parse_system_stats(reply), None)
+    reading = run_probe("system_stats", lambda _hint: parse_system_stats(reply), None)
     if isinstance(reading, Reading):
         return build_snapshot(label, reading, [], None)
     return build_snapshot(label, None, [f"system_stats: {reading}"], None)
@@ -309,7 +310,7 @@ def take_remote_snapshot(label: str, base_url: str | None) -> dict[str, Any]:
         reply, stats_notes = probe_system_stats(base_url, tries=SYSTEM_STATS_TRIES, delay_s=SYSTEM_STATS_DELAY_S)
         notes.extend(stats_notes)
         if reply is not None:
-            reading = attempt("system_stats", lambda _hint: parse_system_stats(reply), None)
+            reading = run_probe("system_stats", lambda _hint: parse_system_stats(reply), None)
             if isinstance(reading, Reading):
                 return build_snapshot(label, reading, notes, None)
             notes.append(f"system_stats: {reading}")
@@ -338,7 +339,7 @@ def take_bounded_snapshot(
     except ClientError as exc:
         notes.append(f"system_stats: {exc}")
     else:
-        reading = attempt("system_stats", lambda _hint: parse_system_stats(reply), None)
+        reading = run_probe("system_stats", lambda _hint: parse_system_stats(reply), None)
         if isinstance(reading, Reading):
             return build_snapshot(label, reading, notes, None)
         notes.append(f"system_stats: {reading}")
@@ -347,7 +348,7 @@ def take_bounded_snapshot(
 
 def _local_tiers(label: str, notes: list[str], deadline: float | None) -> dict[str, Any]:
     """Local NVML → nvidia-smi → ``none``; with *deadline*, nvidia-smi gets only the time left."""
-    result = attempt("nvml", probe_nvml, None)
+    result = run_probe("nvml", probe_nvml, None)
     if isinstance(result, Reading):
         return build_snapshot(label, result, notes, ram_sample())
     notes.append(f"nvml: {result}")
@@ -355,7 +356,7 @@ def _local_tiers(label: str, notes: list[str], deadline: float | None) -> dict[s
     if left <= 0:
         notes.append("nvidia-smi: not run, the snapshot's time allowance is spent")
         return build_snapshot(label, None, notes, ram_sample())
-    result = attempt("nvidia-smi", lambda hint: _nvidia_smi_tier(hint, left), None)
+    result = run_probe("nvidia-smi", lambda hint: _nvidia_smi_tier(hint, left), None)
     if isinstance(result, Reading):
         return build_snapshot(label, result, notes, ram_sample())
     notes.append(f"nvidia-smi: {result}")

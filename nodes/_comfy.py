@@ -12,6 +12,8 @@ import sys
 import tempfile
 from typing import Any
 
+from ..telemetry import DeviceHint, hint_from_torch_device
+
 logger = logging.getLogger(__name__)
 
 FALLBACK_OUTPUT_ENV = "SCENE_TELEMETRY_OUTPUT_DIR"
@@ -79,6 +81,24 @@ def current_queue_item(prompt_id: str | None) -> dict[str, Any] | None:
             create_time = item[3].get("create_time")
             return {"create_time": create_time} if isinstance(create_time, (int, float)) else {}
     return None
+
+
+def device_hint() -> tuple[DeviceHint | None, str | None]:
+    """ComfyUI's compute device (``get_torch_device()``) as a hint, or (None, None) outside ComfyUI.
+
+    ComfyUI imports ``comfy.model_management`` before it loads any custom node, so
+    "already imported" is the test for "under ComfyUI": a dictionary lookup instead
+    of a failed import (a sys.path scan) on every snapshot outside ComfyUI. The second
+    value is why the lookup failed, as a fallback note.
+    """
+    mm = sys.modules.get("comfy.model_management")
+    if mm is None:
+        return None, None
+    try:
+        device = mm.get_torch_device()
+        return hint_from_torch_device(str(device.type), device.index), None
+    except Exception as exc:  # ComfyUI internals vary by version; a failed lookup must not break the probe
+        return None, f"comfy: get_torch_device failed: {exc}"
 
 
 def throw_if_interrupted() -> None:

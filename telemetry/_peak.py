@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._gpu import DeviceHint, Reading, comfy_device_hint, loaded_torch_hint, mib, probe_nvml, probe_torch
+from ._gpu import DeviceHint, Reading, loaded_torch_hint, mib, probe_nvml, probe_torch
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +259,7 @@ def max_duration_s() -> float:
 def start_peak_sampling(
     prompt_id: str | None,
     *,
+    hint: DeviceHint | None = None,
     ended: EndedCheck | None = None,
     interval_s: float | None = None,
     max_seconds: float | None = None,
@@ -266,7 +267,9 @@ def start_peak_sampling(
 ) -> list[str]:
     """Start sampling for *prompt_id* (the 'before' snapshot); stops any earlier sampler. Returns notes.
 
-    *ended* is asked every *check_every_s* whether the prompt still runs (see the module docstring);
+    *hint* is ComfyUI's device (the node reads it through ``nodes/_comfy.py``; None: this process's
+    initialised CUDA device, if any). *ended* is asked every *check_every_s* whether the prompt still runs
+    (see the module docstring);
     unset numbers take the module defaults at call time.
     """
     notes: list[str] = []
@@ -274,7 +277,6 @@ def start_peak_sampling(
     if stale is not None:
         result = stale.stop("superseded by a later 'before' snapshot")
         logger.info("peak sampler of prompt %s stopped: a new 'before' snapshot started", result.prompt_id)
-    hint, _note = comfy_device_hint()
     if hint is None:
         hint = loaded_torch_hint()
     source, reader, note = vram_reader(hint)

@@ -23,16 +23,17 @@ from gpu_fakes import (
     rtx_4090,
 )
 from jsonschema import Draft202012Validator
-from scene_telemetry.telemetry import _gpu
-from scene_telemetry.telemetry._contract import load_schema
-from scene_telemetry.telemetry._gpu import (
+from scene_telemetry.nodes import _comfy
+from scene_telemetry.telemetry import (
     DeviceHint,
+    _gpu,
+    _host_ram,
     gpu_contract_fields,
+    load_schema,
     mib,
     ram_sample,
     reset_torch_peaks,
     select_device,
-    take_snapshot,
 )
 
 SNAPSHOT_KEYS = {
@@ -48,6 +49,12 @@ SNAPSHOT_KEYS = {
     "FallbackNotes",
 }
 DEVICE_KEYS = {"Name", "Type", "Index", "Uuid", "DriverVersion", "VramTotalMB", "VramUsedMB", "VramFreeMB"}
+
+
+def take_snapshot(label: str) -> dict[str, Any]:
+    """A snapshot as the node takes it: ComfyUI's device hint comes in through nodes/_comfy.py."""
+    hint, note = _comfy.device_hint()
+    return _gpu.take_snapshot(label, hint, note)
 
 
 @pytest.fixture(autouse=True)
@@ -352,11 +359,11 @@ def _fake_amdsmi() -> Any:
 def test_reset_torch_peaks_on_comfy_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     install_comfy(monkeypatch, "cuda", 0)
     calls = install_torch(monkeypatch)
-    assert reset_torch_peaks() is None and calls.peak_resets == [0]
+    assert reset_torch_peaks(_comfy.device_hint()[0]) is None and calls.peak_resets == [0]
 
 
 def test_reset_torch_peaks_outside_comfy_is_a_no_op() -> None:
-    assert reset_torch_peaks() is None
+    assert _comfy.device_hint() == (None, None) and reset_torch_peaks(None) is None
 
 
 def test_uninitialised_cuda_is_never_touched(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -371,13 +378,13 @@ def test_uninitialised_cuda_is_never_touched(monkeypatch: pytest.MonkeyPatch) ->
 def test_ram_from_meminfo_uses_mem_available(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24684032 kB\nMemFree:         1000000 kB\nMemAvailable:   19769980 kB\n")
-    monkeypatch.setattr(_gpu, "MEMINFO_PATH", str(meminfo))
+    monkeypatch.setattr(_host_ram, "MEMINFO_PATH", str(meminfo))
     # 24684032 KiB = 24105.5 MiB → 24106 (half-even: 24106 is even); 19769980 KiB = 19306.6 MiB → 19307
     assert ram_sample() == {"RamTotalMB": 24106, "RamFreeMB": 19307, "RamUsedMB": 24106 - 19307}
 
 
 def test_ram_falls_back_to_sysconf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(_gpu, "MEMINFO_PATH", str(tmp_path / "missing"))
+    monkeypatch.setattr(_host_ram, "MEMINFO_PATH", str(tmp_path / "missing"))
     sample = ram_sample()
     assert sample is not None and sample["RamTotalMB"] > 0
     assert sample["RamUsedMB"] == sample["RamTotalMB"] - sample["RamFreeMB"]
