@@ -29,8 +29,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from saveimage_reference import save_images_like_comfyui  # noqa: E402
-from scene_telemetry.telemetry import SceneContext, wait_for_done, write_frames_with_marker  # noqa: E402
-from scene_telemetry.telemetry._marker import MarkedFile, build_marker, commit_marker  # noqa: E402
+from scene_telemetry.telemetry import (  # noqa: E402  # noqa: E402
+    MarkedFile,
+    SceneContext,
+    build_marker,
+    commit_marker,
+    wait_for_done,
+    write_frames_with_marker,
+)
 
 PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {}}}
 WORKFLOW = {"workflow": {"nodes": [], "links": []}}

@@ -6,8 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..telemetry._contract import SCHEMA_FILES, load_schema
-from ..telemetry._contract_doc import render_field_table
+from ..telemetry import SCHEMA_FILES, load_schema, render_field_table
 from ._console import emit
 
 

@@ -29,8 +29,7 @@ from ..comfy_api.preflight import DEFAULT_MIN_FREE_VRAM_MB, run_preflight
 from ..runner.checks import check_mapping, check_workflow, required_classes
 from ..runner.policy import add_policy_arguments, describe_policy, policy_from_args
 from ..runner.scenes import load_mapping, load_scenes, load_workflow
-from ..telemetry._errors import InvalidInputError
-from ..telemetry._meta import utc_now
+from ..telemetry import InvalidInputError, utc_now
 from ._args import server_url
 from ._console import emit, emit_json, error
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..telemetry._validate import validate_run
+from ..telemetry import validate_run
 from ._console import emit, emit_json
 
 EXIT_OK = 0

@@ -52,7 +52,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from ..telemetry._errors import (
+from ..telemetry import (
     ClientError,
     HttpStatusError,
     InvalidInputError,

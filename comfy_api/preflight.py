@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..nodes._names import node_id
-from ..telemetry._errors import ClientError
+from ..telemetry import ClientError
 
 logger = logging.getLogger(__name__)
 

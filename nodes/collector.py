@@ -6,8 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..telemetry._collect import collect_scene, parse_policy_text
-from ..telemetry._paths import ensure_inside
+from ..telemetry import collect_scene, ensure_inside, parse_policy_text
 from . import _comfy
 from ._names import CATEGORY, display_name, node_id
 

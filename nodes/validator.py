@@ -6,9 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..telemetry._errors import InvalidInputError, ValidationFailed
-from ..telemetry._paths import ensure_inside
-from ..telemetry._validate import validate_run
+from ..telemetry import InvalidInputError, ValidationFailed, ensure_inside, validate_run
 from . import _comfy
 from ._names import CATEGORY, display_name, node_id
 

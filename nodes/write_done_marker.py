@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..telemetry import SceneContext, mark_files, write_frames_with_marker
-from ..telemetry._errors import InvalidInputError
+from ..telemetry import InvalidInputError, SceneContext, mark_files, write_frames_with_marker
 from . import _comfy
 from ._names import CATEGORY, display_name, node_id
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..telemetry._errors import InvalidInputError
+from ..telemetry import InvalidInputError
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,13 @@ from ._collect import (
 from ._contract import (
     CONTRACT_VERSION,
     DOCUMENT_KINDS,
+    SCHEMA_FILES,
     SCHEMA_VERSION,
     contract_errors,
     load_schema,
     validate_document,
 )
+from ._contract_doc import render_field_table
 from ._deadline import Deadline
 from ._done import DoneResult, SceneContext, mark_files, write_frames_with_marker
 from ._errors import (
@@ -105,6 +107,7 @@ __all__ = [
     "PACKAGE_VERSION",
     "RETRYABLE_REASONS",
     "RUN_SUMMARY_NAME",
+    "SCHEMA_FILES",
     "SCHEMA_VERSION",
     "UNREADABLE",
     "CheckRow",
@@ -163,6 +166,7 @@ __all__ = [
     "ram_sample",
     "read_json",
     "read_marker",
+    "render_field_table",
     "render_summary",
     "reset_torch_peaks",
     "run_probe",
