@@ -117,7 +117,7 @@ def prompt_end_reason(prompt_id: str | None) -> str | None:
     holds: ``currently_running`` is copied in one C-level call (atomic under the GIL) and the history
     lookup is one ``dict.get``.
     """
-    queue = _prompt_queue()
+    queue = prompt_queue()
     if queue is None or prompt_id is None:
         return None
     try:
@@ -143,7 +143,7 @@ def _history_outcome(entry: Any) -> str:
     return "ended"
 
 
-def _prompt_queue() -> Any:
+def prompt_queue() -> Any:
     """``PromptServer.instance.prompt_queue`` when ComfyUI's server module is loaded, else None."""
     server = sys.modules.get("server")
     instance = getattr(getattr(server, "PromptServer", None), "instance", None)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..telemetry import collect_scene, ensure_inside, parse_policy_text
+from ..telemetry import collect_scene, ensure_inside, parse_policy_text, record_scene, stop_stale_sampling
 from . import _comfy
 from ._names import CATEGORY, display_name, node_id
 
@@ -89,6 +89,8 @@ class SceneTelemetryCollector:
             "scene": scene,
         }
         logger.info("scene telemetry for %s written to %s", scene["SceneId"], files.run_dir)
+        record_scene(scene)
+        stop_stale_sampling(prompt_id)  # a peak sampler left by an earlier prompt (its 'after' never ran)
         return {"ui": {"text": [ui_line(scene)]}, "result": (output,)}
 
 

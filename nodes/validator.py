@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..telemetry import InvalidInputError, ValidationFailed, ensure_inside, validate_run
+from ..telemetry import InvalidInputError, ValidationFailed, ensure_inside, record_verdict, validate_run
 from . import _comfy
 from ._names import CATEGORY, display_name, node_id
 
@@ -58,6 +58,7 @@ class RunSummaryValidator:
         folder = resolve_run_dir(output_dir, telemetry, run_dir)
         report = validate_run(folder, output_dir=output_dir)
         logger.info("run summary validation of %s: %s", folder, report.verdict_line())
+        record_verdict(report.ok)
         if fail_on_mismatch and not report.ok:
             raise ValidationFailed(report.render_text(problems_only=True), path=folder)
         problems = report.render_text(problems_only=True).splitlines()[1 : 1 + UI_PROBLEM_LINES]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from ..telemetry import InvalidInputError, SceneContext, mark_files, write_frames_with_marker
+from ..telemetry import InvalidInputError, SceneContext, mark_files, record_marker, write_frames_with_marker
 from . import _comfy
 from ._names import CATEGORY, display_name, node_id
 
@@ -75,8 +76,10 @@ class WriteDoneMarker:
         prompt_id, unique_id = _comfy.executing_context()
         context = SceneContext(prompt_id, unique_id, scene_id, _comfy.comfyui_version())
         output_dir = _comfy.output_directory()
+        started = time.monotonic()
         if filenames is not None:
             result = mark_files(_vhs_paths(filenames), output_dir, filename_prefix, context=context)
+            _record(result.body, started)
             return {"ui": {"text": [_ui_text(result.body)]}, "result": (result.as_output(),)}
         if images is None:
             raise InvalidInputError("connect 'images' (frames to save) or 'filenames' (files to mark)")
@@ -91,11 +94,17 @@ class WriteDoneMarker:
             extra_pnginfo=extra_pnginfo if embed else None,
             embed_metadata=embed,
         )
+        _record(result.body, started)
         ui_images = [{"filename": p.name, "subfolder": result.subfolder, "type": "output"} for p in result.frame_paths]
         return {
             "ui": {"images": ui_images, "text": [_ui_text(result.body)]},
             "result": (result.as_output(),),
         }
+
+
+def _record(body: dict[str, Any], started: float) -> None:
+    """Count the committed marker for /scene-telemetry/metrics (save seconds include the marker commit)."""
+    record_marker(int(body["FrameCount"]), int(body["TotalBytes"]), time.monotonic() - started, source="node")
 
 
 def _vhs_paths(filenames: Any) -> list[str]:

@@ -27,6 +27,7 @@ from ._contract import (
 )
 from ._contract_doc import render_field_table
 from ._deadline import Deadline
+from ._device_now import device_memory_now
 from ._done import DoneResult, SceneContext, mark_files, write_frames_with_marker
 from ._errors import (
     ClientError,
@@ -49,6 +50,8 @@ from ._exit_reason import (
     RETRYABLE_REASONS,
     ExitReason,
 )
+from ._exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ._exposition import render_metrics
 from ._gpu import (
     AFTER_LABEL,
     BEFORE_LABEL,
@@ -89,6 +92,7 @@ from ._paths import (
     plan_save,
 )
 from ._peak import finish_peak_sampling, start_peak_sampling, stop_stale_sampling
+from ._recorder import record_marker, record_scene, record_verdict
 from ._report import CheckRow, ValidationReport
 from ._safe_read import UNREADABLE, read_json
 from ._summary import parse_summary, render_summary
@@ -104,6 +108,7 @@ __all__ = [
     "DEVICE_TYPES",
     "DOCUMENT_KINDS",
     "EXIT_REASONS",
+    "METRICS_CONTENT_TYPE",
     "PACKAGE_VERSION",
     "RETRYABLE_REASONS",
     "RUN_SUMMARY_NAME",
@@ -145,6 +150,7 @@ __all__ = [
     "contract_errors",
     "device_block",
     "device_entry",
+    "device_memory_now",
     "ensure_inside",
     "finish_peak_sampling",
     "frames_block",
@@ -166,7 +172,11 @@ __all__ = [
     "ram_sample",
     "read_json",
     "read_marker",
+    "record_marker",
+    "record_scene",
+    "record_verdict",
     "render_field_table",
+    "render_metrics",
     "render_summary",
     "reset_torch_peaks",
     "run_probe",
