@@ -7,8 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..report import write_report
-from ..runner.demo import run_demo
 from ._console import emit
 
 
@@ -26,6 +24,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import write_report  # numpy, Pillow and the nodes: imported by the command, not by --help
+    from ..runner.demo import run_demo
+
     result = run_demo(Path(os.path.abspath(args.out)), args.frames, args.width, args.height, args.scene_id)
     emit(f"scene folder: {result.folder}")
     for path in result.files:

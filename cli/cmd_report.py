@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..report import write_report
 from ..telemetry import InvalidInputError
 from ._console import emit, error
 
@@ -29,6 +28,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import write_report  # Pillow: imported by the command, not by --help
+
     try:
         result = write_report(args.run_dir, args.output, output_dir=args.output_dir)
     except InvalidInputError as exc:  # NothingReadable, or -o not naming an .html file

@@ -14,7 +14,6 @@ import errno
 import logging
 import os
 import re
-import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ _WINDOWS_RETRY_DELAY_S = 0.1
 
 def temp_name_for(target: Path) -> Path:
     """Return a unique hidden temp path beside *target*."""
-    return target.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+    return target.with_name(f".{target.name}.{os.urandom(6).hex()}{TEMP_SUFFIX}")
 
 
 def fsync_directory(directory: Path) -> None:

@@ -5,6 +5,9 @@ Pixels are converted exactly as ComfyUI's SaveImage does
 ``compress_level=4``, so files are byte-for-byte what SaveImage would write.
 Frames are encoded on a thread pool (Pillow's zlib encoder and numpy release the
 GIL), each written to a hidden temp file, fsynced and renamed into place.
+
+numpy and Pillow are imported by the functions that use them: the command-line
+tool imports this package (``telemetry``) and must start without them.
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._atomic import fsync_directory, fsync_file, replace_with_retry, temp_name_for
 from ._errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL.PngImagePlugin import PngInfo
 
 PNG_COMPRESS_LEVEL = 4
 """SaveImage's compress_level."""
@@ -60,6 +63,8 @@ def as_batch(images: Any) -> tuple[Any, int, int, int]:
 
 def frame_to_uint8(frame: Any) -> np.ndarray[Any, Any]:
     """SaveImage's conversion of one ``[H, W, C]`` float frame in 0..1 to uint8."""
+    import numpy as np
+
     if hasattr(frame, "detach"):
         frame = frame.detach()
     if hasattr(frame, "cpu"):
@@ -73,6 +78,8 @@ def frame_to_uint8(frame: Any) -> np.ndarray[Any, Any]:
 
 def png_info(prompt: Any | None, extra_pnginfo: Mapping[str, Any] | None) -> PngInfo:
     """The text chunks SaveImage writes: 'prompt' and every key of extra_pnginfo."""
+    from PIL.PngImagePlugin import PngInfo
+
     info = PngInfo()
     if prompt is not None:
         info.add_text("prompt", json.dumps(prompt))
@@ -82,6 +89,8 @@ def png_info(prompt: Any | None, extra_pnginfo: Mapping[str, Any] | None) -> Png
 
 
 def _write_png(array: np.ndarray[Any, Any], target: Path, info: PngInfo | None) -> int:
+    from PIL import Image
+
     temp = temp_name_for(target)
     try:
         with open(temp, "xb") as handle:

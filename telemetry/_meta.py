@@ -6,7 +6,6 @@ import functools
 import platform
 import sys
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import Any
 
 PACKAGE_VERSION = "0.1.0"
@@ -35,7 +34,12 @@ def parse_iso(text: str) -> datetime:
 
 @functools.cache
 def torch_version() -> str | None:
-    """Installed torch version without importing torch (side-effect free; looked up once: ~3 ms a call)."""
+    """Installed torch version without importing torch (side-effect free; looked up once: ~3 ms a call).
+
+    ``importlib.metadata`` is imported here, not at module top: it costs ~10 ms of start-up.
+    """
+    from importlib import metadata
+
     try:
         return metadata.version("torch")
     except metadata.PackageNotFoundError:
