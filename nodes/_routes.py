@@ -7,9 +7,9 @@ which ComfyUI 0.8.0 creates before it loads custom nodes and mounts after (with 
 
 This module stays in the Comfy Registry archive, so it holds no network-*client* and no
 subprocess code. It serves a route, so it needs aiohttp's ``web`` (the server side, which
-ComfyUI has already imported); tests/test_packaging.py's tripwire flags ``import aiohttp``
-(the client is ``aiohttp.ClientSession``), and ``from aiohttp import web`` here is imported
-lazily, in the handler, and only builds a response. The work is done in the handler, on
+ComfyUI has already imported). tests/test_packaging.py's tripwire flags a bare import of the
+aiohttp package (whose client is ``ClientSession``), not this module's lazy ``from aiohttp
+import web`` in the handler, which only builds a response. The work is done in the handler, on
 ComfyUI's event loop, and is short: counting the queue and history takes no lock the
 prompt worker holds, and ``prometheus_client`` is imported on the first scrape only.
 """
