@@ -19,23 +19,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..comfy_api.preflight import DEFAULT_MIN_FREE_VRAM_MB, run_preflight
-from ..runner.checks import check_mapping, check_workflow, required_classes
+from ..comfy_api.preflight import DEFAULT_MIN_FREE_VRAM_MB
 from ..runner.policy import add_policy_arguments, describe_policy, policy_from_args
-from ..runner.scenes import load_mapping, load_scenes, load_workflow
-from ..telemetry import InvalidInputError, utc_now
+from ..telemetry import InvalidInputError
 from ._args import server_url
 from ._console import emit, emit_json, error
 
+if TYPE_CHECKING:
+    from ..runner.outcomes import RunResult
+    from ..runner.prepare import PreparedRun, PrepareFailure
+
 EXIT_OK = 0
 EXIT_USAGE = 2
-EXIT_WORKFLOW_INVALID = 13
 EXIT_SCENES_FAILED = 20
 EXIT_RUN_INVALID = 21
 
@@ -53,7 +52,10 @@ def register(subparsers: Any) -> None:
         "11 node classes missing, 12 /object_info failed, 13 workflow/mapping invalid, 20 a scene failed, "
         "21 run folder invalid.",
     )
-    parser.add_argument("workflow", help="API-format workflow (JSON)")
+    parser.add_argument(
+        "workflow",
+        help="workflow (JSON): API format, or the editor's format (converted with the server's /object_info)",
+    )
     parser.add_argument("--scenes", required=True, metavar="FILE", help="scene list (JSON or YAML)")
     parser.add_argument("--mapping", metavar="FILE", help="scene field → node input mapping (JSON or YAML)")
     parser.add_argument(
@@ -81,133 +83,91 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..comfy_api.client import ComfyClient
-    from ..runner.runner import Runner, RunOptions, read_state_run_id, scene_worst_case_s
+    from ..runner.prepare import PrepareFailure, RunRequest, prepare_run
+    from ..runner.runner import Runner
 
     try:
-        policy = policy_from_args(args)
-        workflow = load_workflow(args.workflow)
-        scenes = load_scenes(args.scenes)
-        mapping = load_mapping(args.mapping) if args.mapping else {}
+        request = RunRequest(
+            workflow=args.workflow,
+            scenes=args.scenes,
+            server=args.server,
+            out=Path(args.out),
+            policy=policy_from_args(args),
+            mapping=args.mapping,
+            run_id=args.run_id,
+            comfy_output_dir=args.comfy_output_dir,
+            resume=args.resume,
+            min_free_vram_mb=args.min_free_vram_mb,
+            gpu_snapshots=not args.no_gpu,
+        )
     except InvalidInputError as exc:
         error(str(exc))
         return EXIT_USAGE
-    run_dir = Path(args.out)
-    unwritable = out_problem(run_dir)
-    if unwritable is not None:  # before preflight: nothing talks to the server for a run that cannot be written
-        _fail(args, "out", unwritable)
-        return EXIT_USAGE
-    run_id = args.run_id or (read_state_run_id(run_dir) if args.resume else None) or _new_run_id()
-    client = ComfyClient(args.server)
-    report = run_preflight(
-        client, required_classes(workflow), server=args.server, min_free_vram_mb=args.min_free_vram_mb
+    prepared = prepare_run(
+        request, warn=lambda text: _say(args, {"event": "warning", "message": text}, f"warning: {text}")
     )
-    for warning in report.warnings:
-        _say(args, {"event": "warning", "message": warning}, f"warning: {warning}")
-    if report.failure is not None:
-        _fail(args, "preflight", report.failure.reason)
-        return report.failure.exit_code
-    problems = check_workflow(workflow, report.object_info) + check_mapping(
-        scenes, workflow, mapping, report.object_info
-    )
-    if problems:
-        if args.json:
-            emit_json({"event": "invalid", "problems": [str(p) for p in problems]})
-        for problem in problems:
-            error(str(problem))
-        error(f"{len(problems)} problem(s); nothing was queued")
-        return EXIT_WORKFLOW_INVALID
-    options = RunOptions(
-        server=args.server,
-        run_dir=run_dir,
-        policy=policy,
-        run_id=run_id,
-        comfy_output_dir=Path(args.comfy_output_dir).resolve() if args.comfy_output_dir else None,
-        resume=args.resume,
-        gpu_snapshots=not args.no_gpu,
-        comfyui_version=report.comfyui_version,
-    )
-    worst = scene_worst_case_s(options)
+    if isinstance(prepared, PrepareFailure):
+        return _fail(args, prepared)
+    _announce(args, prepared)
+    try:
+        runner = Runner(
+            prepared.client,
+            prepared.workflow,
+            prepared.mapping,
+            prepared.options,
+            on_event=Progress(args.json, prepared.workflow),
+        )
+    except InvalidInputError as exc:  # --resume on a state file of another run, or an unreadable one
+        return _fail(args, PrepareFailure("resume", str(exc), EXIT_USAGE))
+    result = runner.run(prepared.scenes)
+    code = EXIT_OK if result.ok else (EXIT_SCENES_FAILED if not all(s.ok for s in result.scenes) else EXIT_RUN_INVALID)
+    _report(args, result, code)
+    return code
+
+
+def _announce(args: argparse.Namespace, prepared: PreparedRun) -> None:
+    options, worst = prepared.options, prepared.worst_case_s
+    policy = options.policy
     _say(
         args,
         {
             "event": "run_start",
-            "run_id": run_id,
-            "scenes": len(scenes),
+            "run_id": options.run_id,
+            "scenes": len(prepared.scenes),
             "policy": policy.as_dict(),
             "scene_worst_case_seconds": round(worst, 3),
         },
-        f"run {run_id}: {len(scenes)} scene(s), {describe_policy(policy)}; each scene ends within {worst:g} s",
+        f"run {options.run_id}: {len(prepared.scenes)} scene(s), {describe_policy(policy)}; "
+        f"each scene ends within {worst:g} s",
     )
-    progress = Progress(args.json, workflow)
-    try:
-        runner = Runner(client, workflow, mapping, options, on_event=progress)
-    except InvalidInputError as exc:  # --resume on a state file of another run, or an unreadable one
-        _fail(args, "resume", str(exc))
-        return EXIT_USAGE
-    result = runner.run(scenes)
-    code = EXIT_OK if result.ok else (EXIT_SCENES_FAILED if not all(s.ok for s in result.scenes) else EXIT_RUN_INVALID)
-    page = _write_report(args, result.run_dir, options.comfy_output_dir) if args.report else None
-    if args.json:
-        emit_json(
-            {
-                "event": "result",
-                "run_id": result.run_id,
-                "run_dir": str(result.run_dir),
-                "ok": result.ok,
-                "exit_code": code,
-                "validation_ok": result.validation_ok,
-                "report": str(page) if page is not None else None,
-                "scenes": [
-                    {
-                        "scene": s.scene_id,
-                        "prompt_id": s.prompt_id,
-                        "exit_reason": s.exit_reason,
-                        "ok": s.ok,
-                        "detail": s.document.get("ExitDetail"),
-                        "forced_copy": s.document.get("ForcedCopyTriggered"),
-                    }
-                    for s in result.scenes
-                ],
-            }
-        )
-    else:
+
+
+def _report(args: argparse.Namespace, result: RunResult, code: int) -> None:
+    if not args.json:
         verdict = "ok" if result.ok else ("scene(s) failed" if code == EXIT_SCENES_FAILED else "validation failed")
         emit(f"run {result.run_id}: {verdict}; run folder {result.run_dir}")
-        if page is not None:
-            emit(f"report: {page}")
-    return code
-
-
-def _write_report(args: argparse.Namespace, run_dir: Path, output_dir: Path | None) -> Path | None:
-    """``--report``: the run's HTML page; not writing it is a warning and leaves the run's exit code alone."""
-    from ..report import NothingReadable, write_report
-
-    try:
-        return write_report(run_dir, output_dir=output_dir).path
-    except (NothingReadable, OSError) as exc:
-        _say(args, {"event": "warning", "message": f"report not written: {exc}"}, f"warning: report not written: {exc}")
-        return None
-
-
-def out_problem(run_dir: Path) -> str | None:
-    """Why *run_dir* cannot be written (one line), or None. Creates nothing: the nearest existing folder on
-    the way is tried with an anonymous temporary file (``os.access`` says yes to root on a read-only mount)."""
-    probe = run_dir
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"--out {run_dir}: {probe} is not a folder"
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as exc:
-        return f"--out {run_dir}: cannot write in {probe}: {exc.strerror or exc}"
-    return None
-
-
-def _new_run_id() -> str:
-    return f"run-{utc_now().strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+        return
+    emit_json(
+        {
+            "event": "result",
+            "run_id": result.run_id,
+            "run_dir": str(result.run_dir),
+            "ok": result.ok,
+            "exit_code": code,
+            "validation_ok": result.validation_ok,
+            "scenes": [
+                {
+                    "scene": s.scene_id,
+                    "prompt_id": s.prompt_id,
+                    "exit_reason": s.exit_reason,
+                    "ok": s.ok,
+                    "detail": s.document.get("ExitDetail"),
+                    "forced_copy": s.document.get("ForcedCopyTriggered"),
+                }
+                for s in result.scenes
+            ],
+        }
+    )
 
 
 def _say(args: argparse.Namespace, event: dict[str, Any], text: str) -> None:
@@ -217,10 +177,17 @@ def _say(args: argparse.Namespace, event: dict[str, Any], text: str) -> None:
         emit(text, stream=sys.stderr)
 
 
-def _fail(args: argparse.Namespace, stage: str, reason: str) -> None:
-    if args.json:
-        emit_json({"event": "failed", "stage": stage, "reason": reason})
-    error(reason)
+def _fail(args: argparse.Namespace, failure: PrepareFailure) -> int:
+    """Print why the run did not start (JSON event first with --json) and return its exit code."""
+    if failure.stage == "invalid":
+        if args.json:
+            emit_json({"event": "invalid", "problems": list(failure.problems)})
+        for problem in failure.problems:
+            error(problem)
+    elif args.json and failure.stage != "input":
+        emit_json({"event": "failed", "stage": failure.stage, "reason": failure.reason})
+    error(failure.reason)
+    return failure.exit_code
 
 
 class Progress:

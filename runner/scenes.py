@@ -131,18 +131,30 @@ def _load_parsed(path: str | os.PathLike[str], parse: Callable[[Any], _T]) -> _T
 
 
 def load_workflow(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load an API-format workflow; refuse the editor (UI) format with a clear hint."""
+    """Load an API-format workflow; refuse the editor (UI) format with a clear hint.
+
+    (``run`` itself also takes the editor format: :func:`runner.prepare.prepare_run` converts it.)
+    """
     data = load_data_file(path)
     if isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data:
         raise InvalidInputError(
             "this is an editor (UI-format) workflow; export it with 'Save (API Format)' or use api_workflows/",
             path=str(path),
         )
+    try:
+        return parse_workflow(data)
+    except InvalidInputError as exc:
+        exc.path = str(path)
+        raise
+
+
+def parse_workflow(data: Any) -> dict[str, Any]:
+    """An API-format prompt from parsed data (a saved ``POST /prompt`` body is unwrapped)."""
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
-        data = data["prompt"]  # a saved POST /prompt body
+        data = data["prompt"]
     problems = workflow_shape_problems(data)
     if problems:
-        raise InvalidInputError(f"not an API-format workflow: {problems[0]}", path=str(path))
+        raise InvalidInputError(f"not an API-format workflow: {problems[0]}")
     result: dict[str, Any] = data
     return result
 

@@ -256,3 +256,35 @@ def _link_table_problems(
     elif not types_compatible(str(link_type), str(inputs[dst_slot].get("type"))):
         problems.append(f"link {link_id}: {link_type} into {inputs[dst_slot]['name']} ({inputs[dst_slot]['type']})")
     return problems
+
+
+# --------------------------------------------------------------------------- editor workflows given to `run`
+
+
+def is_editor_workflow(data: Any) -> bool:
+    """True for the editor's (UI/litegraph) format: ``{"nodes": [...], "links": [...], ...}``."""
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
+
+
+def editor_required_classes(workflow: Mapping[str, Any]) -> list[str]:
+    """The node classes an editor workflow sends to the server (editor-only and muted nodes left out)."""
+    classes = set()
+    for node in workflow.get("nodes") or []:
+        if not isinstance(node, dict) or not isinstance(node.get("type"), str):
+            raise InvalidInputError("editor workflow: every node needs a 'type' string")
+        if node["type"] not in VIRTUAL_NODE_TYPES and node.get("mode", MODE_ALWAYS) != MODE_MUTED:
+            classes.add(node["type"])
+    return sorted(classes)
+
+
+def editor_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -> JsonDict:
+    """:func:`ui_to_api` for a user's file: anything malformed is one :class:`InvalidInputError` line."""
+    try:
+        return ui_to_api(workflow, object_info)
+    except InvalidInputError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"editor workflow cannot be converted ({type(exc).__name__}: {exc}); "
+            "export it with 'Save (API Format)' instead"
+        ) from None
