@@ -28,13 +28,16 @@ from ..runner.policy import add_policy_arguments, describe_policy, policy_from_a
 from ..telemetry import InvalidInputError
 from ._args import server_url
 from ._console import emit, emit_json, error
+from ._monitor_options import RunEvents, add_monitoring_arguments, open_monitor
 
 if TYPE_CHECKING:
+    from ..monitoring import Monitor
     from ..runner.outcomes import RunResult
-    from ..runner.prepare import PreparedRun, PrepareFailure
+    from ..runner.prepare import PreparedRun, PrepareFailure, RunRequest
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_SERVER_UNREACHABLE = 10
 EXIT_SCENES_FAILED = 20
 EXIT_RUN_INVALID = 21
 
@@ -79,12 +82,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable events and result on stdout")
     parser.add_argument("--report", action="store_true", help="write RUN_DIR/report.html at the end (see 'report')")
     add_policy_arguments(parser)
+    add_monitoring_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runner.prepare import PrepareFailure, RunRequest, prepare_run
-    from ..runner.runner import Runner
+    from ..runner.prepare import RunRequest
 
     try:
         request = RunRequest(
@@ -103,26 +106,51 @@ def run(args: argparse.Namespace) -> int:
     except InvalidInputError as exc:
         error(str(exc))
         return EXIT_USAGE
+    monitor = open_monitor(args, source="run")
+    if isinstance(monitor, str):
+        error(monitor)
+        return EXIT_USAGE
+    started = time.monotonic()
+    code, result = EXIT_USAGE, None
+    try:
+        code, result = _run_monitored(args, request, monitor)
+    finally:  # the run's exit code and duration are fixed before any webhook is waited for
+        scenes = result.scenes if result is not None else []
+        monitor.run_ended(
+            run_id=result.run_id if result is not None else args.run_id,
+            exit_code=code,
+            scenes=len(scenes),
+            failed=sum(1 for s in scenes if not s.ok),
+            duration_seconds=round(time.monotonic() - started, 3),
+            run_dir=str(result.run_dir) if result is not None else str(request.out),
+        )
+        monitor.close()
+    return code
+
+
+def _run_monitored(args: argparse.Namespace, request: RunRequest, monitor: Monitor) -> tuple[int, RunResult | None]:
+    """Prepare and run; every scene end goes to the monitor (metrics, webhooks) as it happens."""
+    from ..runner.prepare import PrepareFailure, prepare_run
+    from ..runner.runner import Runner
+
     prepared = prepare_run(
         request, warn=lambda text: _say(args, {"event": "warning", "message": text}, f"warning: {text}")
     )
     if isinstance(prepared, PrepareFailure):
-        return _fail(args, prepared)
+        monitor.server_up(args.server, prepared.exit_code != EXIT_SERVER_UNREACHABLE)
+        return _fail(args, prepared), None
+    monitor.server_up(args.server, True)
     _announce(args, prepared)
+    events = RunEvents(Progress(args.json, prepared.workflow), monitor, args.server, prepared.options.run_id)
     try:
-        runner = Runner(
-            prepared.client,
-            prepared.workflow,
-            prepared.mapping,
-            prepared.options,
-            on_event=Progress(args.json, prepared.workflow),
-        )
+        runner = Runner(prepared.client, prepared.workflow, prepared.mapping, prepared.options, on_event=events)
     except InvalidInputError as exc:  # --resume on a state file of another run, or an unreadable one
-        return _fail(args, PrepareFailure("resume", str(exc), EXIT_USAGE))
+        return _fail(args, PrepareFailure("resume", str(exc), EXIT_USAGE)), None
+    events.documents = lambda scene_id: runner.state.scenes.get(scene_id, {}).get("Document")
     result = runner.run(prepared.scenes)
     code = EXIT_OK if result.ok else (EXIT_SCENES_FAILED if not all(s.ok for s in result.scenes) else EXIT_RUN_INVALID)
     _report(args, result, code)
-    return code
+    return code, result
 
 
 def _announce(args: argparse.Namespace, prepared: PreparedRun) -> None:

@@ -17,6 +17,15 @@ network-client code: it is listed in ``.comfyignore`` (not in the Comfy Registry
 
 from ._events import EVENT_SCHEMA, SECRET_ENV, SIGNATURE_HEADER, redact_url, signature
 from ._monitor import Monitor
-from ._webhook import WebhookURLError
+from ._webhook import WebhookURLError, check_url
 
-__all__ = ["EVENT_SCHEMA", "SECRET_ENV", "SIGNATURE_HEADER", "Monitor", "WebhookURLError", "redact_url", "signature"]
+__all__ = [
+    "EVENT_SCHEMA",
+    "SECRET_ENV",
+    "SIGNATURE_HEADER",
+    "Monitor",
+    "WebhookURLError",
+    "check_url",
+    "redact_url",
+    "signature",
+]

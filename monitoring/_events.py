@@ -6,8 +6,6 @@ The bodies are a stable, documented contract of their own (README "Monitoring"):
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -77,6 +75,9 @@ def encode(event: Mapping[str, Any]) -> bytes:
 
 def signature(secret: str, body: bytes) -> str:
     """``sha256=<hex HMAC-SHA256 of body>``, the value of :data:`SIGNATURE_HEADER`."""
+    import hashlib
+    import hmac
+
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 

@@ -20,7 +20,6 @@ from ._events import (
     redact_url,
     scene_fields,
 )
-from ._metrics import RunMetrics
 from ._webhook import CLOSE_GRACE_S, WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -45,6 +44,8 @@ class Monitor:
         metrics_host: str = "127.0.0.1",
         **sender_options: Any,
     ) -> None:
+        from ._metrics import RunMetrics  # prometheus_client loads only when a command monitors
+
         self.source = source
         self.metrics = RunMetrics()
         self._sequence = 0

@@ -13,15 +13,14 @@ connection in flight is reachable for that abort. URLs are logged only redacted.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import queue
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..telemetry import PACKAGE_VERSION
@@ -95,7 +94,7 @@ class WebhookSender:
         self._stopping = threading.Event()
         self._closed = False
         self._conn_lock = threading.Lock()
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: Any = None  # the http.client connection in flight (http.client loads on first delivery)
         self._thread = threading.Thread(target=self._work, name="scene-telemetry-webhook", daemon=True)
         self._thread.start()
 
@@ -177,15 +176,21 @@ class WebhookSender:
 
     def _try(self, event: _Event, timeout: float) -> tuple[bool | None, str]:
         """(None, '') when delivered; (retry?, reason) otherwise. 4xx other than 408/429 is not retried."""
+        import http.client
+
         try:
             status = self._post(event, timeout)
         except (OSError, http.client.HTTPException) as exc:
+            if self._stopping.is_set():
+                return False, "aborted at exit: the receiver had not answered"
             return True, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if 200 <= status < 300:
             return None, ""
         return (status >= 500 or status in (408, 429)), f"HTTP {status}"
 
     def _post(self, event: _Event, timeout: float) -> int:
+        import http.client
+
         parts = urlsplit(self.url)
         factory = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         conn = factory(parts.hostname or "", parts.port, timeout=timeout)
@@ -216,6 +221,8 @@ class WebhookSender:
             conn.close()
 
     def _abort_in_flight(self) -> None:
+        import socket
+
         with self._conn_lock:
             sock = self._conn.sock if self._conn is not None else None
         if sock is not None:
