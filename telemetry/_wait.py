@@ -1,7 +1,10 @@
 """Waiting for a verified done marker, event-driven with a polling fallback.
 
 A watchdog observer on the marker's folder wakes the waiter as soon as the
-marker is created or renamed into place. Events do not arrive on network shares
+marker is created or renamed into place; events about other files (the frames
+beside it) are ignored, and in folder mode the waiter checks the marker the event
+names instead of listing the folder, so a folder of 10,000 frames costs what an
+empty one does. Events do not arrive on network shares
 (NFS, SMB, SSHFS) and inotify can run out of watches, so the waiter also polls
 every ``poll_interval`` seconds and degrades to polling alone when the observer
 cannot start. Only a marker that validates *and* matches the files on disk ends
@@ -10,6 +13,7 @@ the wait.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 import os
@@ -38,10 +42,26 @@ def resolve_marker_path(path: str | os.PathLike[str]) -> Path:
     return markers[0] if markers else target / "*.done"
 
 
-def _check(marker: Path, prompt_id: str | None) -> tuple[dict[str, Any] | None, str | None]:
+def _is_pattern(marker: Path) -> bool:
+    return "*" in marker.name
+
+
+def _check(
+    marker: Path, prompt_id: str | None, named: list[Path] | None = None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Verify the marker; in folder mode (``*.done``) only the *named* candidates when given, else all of them.
+
+    Listing a folder of 10,000 frames costs ~10 ms; a file event names the marker it is
+    about, so only the polling fallback (``named`` None) lists the folder.
+    """
     from ._marker import verify_marker
 
-    candidates = sorted(marker.parent.glob(marker.name)) if "*" in marker.name else [marker]
+    if not _is_pattern(marker):
+        candidates = [marker]
+    elif named is not None:
+        candidates = sorted(set(named))
+    else:
+        candidates = sorted(marker.parent.glob(marker.name))
     problem = None
     for candidate in candidates:
         if not candidate.exists():
@@ -58,8 +78,44 @@ def _check(marker: Path, prompt_id: str | None) -> tuple[dict[str, Any] | None, 
     return None, problem or f"{marker.name} does not exist yet"
 
 
-def _start_observer(folder: Path, wake: threading.Event) -> Any | None:
-    """Start a watchdog observer that sets *wake* on any event in *folder*; None if impossible."""
+class _Inbox:
+    """Marker paths named by file events, handed from the observer's thread to the waiter."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._paths: list[Path] = []
+        self.ready = threading.Event()
+
+    def put(self, path: Path) -> None:
+        with self._lock:
+            self._paths.append(path)
+            self.ready.set()
+
+    def take(self) -> list[Path]:
+        with self._lock:
+            paths, self._paths = self._paths, []
+            self.ready.clear()
+        return paths
+
+
+def _marker_paths(event: Any, marker: Path) -> list[Path]:
+    """The marker paths a file event names (the marker, or any ``*.done`` in folder mode); else none.
+
+    The observer watches the marker's folder alone, so a name is enough (FSEvents on
+    macOS reports resolved paths: ``/private/var/…`` for ``/var/…``). The folder's own
+    events are ignored: inotify reports every file written into it twice, as the
+    file's event and as a 'modified' event of the folder.
+    """
+    if event.is_directory:
+        return []
+    names = {os.path.basename(os.fsdecode(p)) for p in (event.src_path, getattr(event, "dest_path", "")) if p}
+    if _is_pattern(marker):
+        return [marker.parent / name for name in sorted(names) if fnmatch.fnmatchcase(name, marker.name)]
+    return [marker] if marker.name in names else []
+
+
+def _start_observer(marker: Path, inbox: _Inbox) -> Any | None:
+    """Start a watchdog observer that posts events naming the marker to *inbox*; None if impossible."""
     try:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
@@ -68,14 +124,15 @@ def _start_observer(folder: Path, wake: threading.Event) -> Any | None:
 
     class _Wake(FileSystemEventHandler):
         def on_any_event(self, event: FileSystemEvent) -> None:
-            wake.set()
+            for path in _marker_paths(event, marker):
+                inbox.put(path)
 
     observer = Observer()
     try:
-        observer.schedule(_Wake(), str(folder), recursive=False)
+        observer.schedule(_Wake(), str(marker.parent), recursive=False)
         observer.start()
     except OSError as exc:  # inotify watch/instance limits (ENOSPC, EMFILE), vanished folder
-        logger.warning("file events unavailable for %s (%s); polling instead", folder, exc)
+        logger.warning("file events unavailable for %s (%s); polling instead", marker.parent, exc)
         return None
     return observer
 
@@ -101,16 +158,18 @@ def wait_for_done(
         )
     marker = resolve_marker_path(path)
     deadline = time.monotonic() + timeout
-    wake = threading.Event()
+    inbox = _Inbox()
     observer = None
+    named: list[Path] | None = None  # None: check every candidate (start, poll); else the ones events named
     try:
         while True:
-            body, problem = _check(marker, prompt_id)
+            body, problem = _check(marker, prompt_id, named)
             if body is not None:
                 return body
             if observer is None and use_events and marker.parent.is_dir():
-                observer = _start_observer(marker.parent, wake)
+                observer = _start_observer(marker, inbox)
                 use_events = observer is not None
+                named = None
                 continue  # re-check: the marker may have landed before the observer started
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -119,8 +178,8 @@ def wait_for_done(
                     path=marker,
                     last_problem=problem,
                 )
-            wake.wait(min(poll_interval, remaining))
-            wake.clear()
+            woke = inbox.ready.wait(min(poll_interval, remaining))
+            named = inbox.take() if woke else None
     finally:
         if observer is not None:
             observer.stop()
