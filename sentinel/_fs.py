@@ -43,6 +43,8 @@ RECENT_DIR_S = 3.0
 STUCK_WARN_FACTOR = 12
 """Warn once when a quiet batch has stayed incomplete for this many quiet periods."""
 IDLE_WAIT_S = 3600.0
+HEALTH_CHECK_S = 1.0
+"""Event mode checks this often that the watcher threads still run (a wake-up costs microseconds)."""
 
 
 @dataclass
@@ -93,6 +95,7 @@ class FsSentinel:
         self._dirs: dict[str, int] = {}
         self._events: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._observer: Any | None = None
         self.ready = threading.Event()
         """Set once the initial scan is done and events (if any) flow: files written after it are seen."""
 
@@ -114,7 +117,7 @@ class FsSentinel:
         """
         observer = None
         if not once and not self.poll:
-            observer = self._start_observer()
+            observer = self._observer = self._start_observer()
             self.poll = observer is None
         mode = "once" if once else "polling" if self.poll else "events"
         logger.info("sentinel watching %s (%s, quiet %.3g s)", self.output_dir, mode, self.quiet_s)
@@ -147,13 +150,13 @@ class FsSentinel:
     def _loop(self, observer: Any | None) -> None:
         next_scan = self.clock() + (self.poll_interval_s if self.poll else RESCAN_INTERVAL_S)
         while not self._stop.is_set():
-            if observer is not None and not self.poll and not observer.is_alive():
-                logger.warning("file events stopped for %s (the observer died); polling instead", self.output_dir)
+            if observer is not None and not self.poll and not _events_alive(observer):
+                logger.warning("file events stopped for %s (a watcher thread died); polling instead", self.output_dir)
                 self.poll = True
                 next_scan = self.clock()
             now = self.clock()
             due = min((g.due_at(self.quiet_s) for g in self._groups.values() if g.files), default=now + IDLE_WAIT_S)
-            timeout = max(0.0, min(due, next_scan) - now)
+            timeout = max(0.0, min(due, next_scan, now + HEALTH_CHECK_S) - now)
             self._drain(timeout)
             if self._stop.is_set():
                 return
@@ -204,6 +207,9 @@ class FsSentinel:
             observer.start()
         except OSError as exc:  # inotify watch/instance limits (ENOSPC, EMFILE)
             logger.warning("file events unavailable for %s (%s); polling instead", self.output_dir, exc)
+            observer.stop()  # watchdog's inotify observer runs a reader thread from construction on
+            if observer.is_alive():
+                observer.join(5.0)
             return None
         return observer
 
@@ -387,6 +393,11 @@ class FsSentinel:
                 len(names),
                 names[0],
             )
+
+
+def _events_alive(observer: Any) -> bool:
+    """The dispatcher and every emitter thread run (an emitter can die alone, e.g. on an exception in watchdog)."""
+    return bool(observer.is_alive()) and all(e.is_alive() for e in observer.emitters)
 
 
 def _is_regular(mode: int) -> bool:

@@ -357,3 +357,50 @@ def test_cli_quiet_seconds_must_be_a_number(output_dir: Path, capsys: pytest.Cap
         main(["sentinel", "--output-dir", str(output_dir), "--quiet-seconds", "nan"])
     assert exc.value.code == 2
     assert "quiet-seconds" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- degraded watching
+
+
+def test_a_network_filesystem_is_polled(output_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("scene_telemetry.sentinel._fs.is_network_filesystem", lambda folder: True)
+    journal = Journal.load(output_dir / ".scene-telemetry-sentinel.json")
+    service = FsSentinel(output_dir, journal, quiet_s=QUIET)
+    assert service.poll and service.poll_interval_s == max(0.25, QUIET / 2)
+    with running(service):
+        assert service.ready.wait(5)
+        assert service._observer is None
+        files = write_batch(output_dir / "nfs", "frame", 2)
+        wait_until((output_dir / "nfs" / "frame.done").exists)
+    assert names(output_dir / "nfs" / "frame.done") == files
+    assert verify_marker(output_dir / "nfs" / "frame.done")["Parameters"]["Polling"] is True
+
+
+def test_no_inotify_watches_left_falls_back_to_polling(output_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from watchdog.observers import Observer
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "inotify watch limit reached")
+
+    monkeypatch.setattr(Observer, "schedule", refuse)
+    service = sentinel(output_dir)
+    with running(service):
+        assert service.ready.wait(5)
+        assert service.poll
+        write_batch(output_dir / "limit", "frame", 2)
+        wait_until((output_dir / "limit" / "frame.done").exists)
+
+
+def test_a_dead_watcher_thread_falls_back_to_polling(output_dir: Path) -> None:
+    service = sentinel(output_dir)
+    with running(service):
+        assert service.ready.wait(5)
+        observer = service._observer
+        assert observer is not None
+        for emitter in list(observer.emitters):
+            emitter.stop()
+            emitter.join(5)
+        wait_until(lambda: service.poll, timeout=5)
+        files = write_batch(output_dir / "after", "frame", 3)
+        wait_until((output_dir / "after" / "frame.done").exists)
+    assert names(output_dir / "after" / "frame.done") == files
