@@ -149,7 +149,8 @@ def _run_monitored(args: argparse.Namespace, request: RunRequest, monitor: Monit
     events.documents = lambda scene_id: runner.state.scenes.get(scene_id, {}).get("Document")
     result = runner.run(prepared.scenes)
     code = EXIT_OK if result.ok else (EXIT_SCENES_FAILED if not all(s.ok for s in result.scenes) else EXIT_RUN_INVALID)
-    _report(args, result, code)
+    page = _write_report(args, result.run_dir, prepared.options.comfy_output_dir) if args.report else None
+    _report(args, result, code, page)
     return code, result
 
 
@@ -170,10 +171,12 @@ def _announce(args: argparse.Namespace, prepared: PreparedRun) -> None:
     )
 
 
-def _report(args: argparse.Namespace, result: RunResult, code: int) -> None:
+def _report(args: argparse.Namespace, result: RunResult, code: int, page: Path | None) -> None:
     if not args.json:
         verdict = "ok" if result.ok else ("scene(s) failed" if code == EXIT_SCENES_FAILED else "validation failed")
         emit(f"run {result.run_id}: {verdict}; run folder {result.run_dir}")
+        if page is not None:
+            emit(f"report: {page}")
         return
     emit_json(
         {
@@ -183,6 +186,7 @@ def _report(args: argparse.Namespace, result: RunResult, code: int) -> None:
             "ok": result.ok,
             "exit_code": code,
             "validation_ok": result.validation_ok,
+            "report": str(page) if page is not None else None,
             "scenes": [
                 {
                     "scene": s.scene_id,
@@ -196,6 +200,17 @@ def _report(args: argparse.Namespace, result: RunResult, code: int) -> None:
             ],
         }
     )
+
+
+def _write_report(args: argparse.Namespace, run_dir: Path, output_dir: Path | None) -> Path | None:
+    """``--report``: the run's HTML page; not writing it is a warning and leaves the run's exit code alone."""
+    from ..report import NothingReadable, write_report
+
+    try:
+        return write_report(run_dir, output_dir=output_dir).path
+    except (NothingReadable, OSError) as exc:
+        _say(args, {"event": "warning", "message": f"report not written: {exc}"}, f"warning: report not written: {exc}")
+        return None
 
 
 def _say(args: argparse.Namespace, event: dict[str, Any], text: str) -> None:
