@@ -190,6 +190,12 @@ def load_run(run_dir: str | os.PathLike[str], *, output_dir: str | os.PathLike[s
     docs = _scene_documents(metadata, missing) if metadata is not None else _telemetry_files(folder, missing)
     scenes = [scene_row(i, doc, folder, base) for i, doc in enumerate(docs)]
     kind = _kind(metadata, scenes)
+    lost = sum(1 for s in scenes if s.frames is not None and s.marker_path is None)
+    if lost and base is None:
+        missing.append(
+            f"{lost} scene marker(s) not found below the run folder: for a headless run whose frames stayed in "
+            "ComfyUI's output folder, pass --output-dir COMFYUI_OUTPUT"
+        )
     if not scenes:
         scenes = _marker_rows(folder)
         kind = "markers only"

@@ -238,7 +238,9 @@ def test_output_dir_finds_markers_of_a_headless_run(tmp_path, capsys):
     run_dir.mkdir()
     for name in ("artifact-metadata.json", "run-summary.txt", "scene-0000.telemetry.json", "scene-0001.telemetry.json"):
         (run_dir / name).write_bytes((output / name).read_bytes())
-    assert [s.marker_path for s in load_run(run_dir).scenes] == [None, None]
+    without = load_run(run_dir)
+    assert [s.marker_path for s in without.scenes] == [None, None]
+    assert any("2 scene marker(s) not found below the run folder" in m and "--output-dir" in m for m in without.missing)
     code, _, _ = report(capsys, str(run_dir), "--output-dir", str(output))
     assert code == 0
     assert [s.marker_source for s in load_run(run_dir, output_dir=output).scenes] == ["node", "node"]
