@@ -308,10 +308,10 @@ def finish_peak_sampling(prompt_id: str | None) -> dict[str, Any] | None:
     if sampler is None:
         return None
     result = sampler.stop()
+    if result.ended is not None:  # says which prompt and how it ended: more useful than "another prompt"
+        return peak_block(None, f"peak: sampler ended before the 'after' snapshot ({result.ended})")
     if result.prompt_id != prompt_id:
         return peak_block(None, f"peak: the sampler belonged to prompt {result.prompt_id}, not this one")
-    if result.ended is not None:
-        return peak_block(None, f"peak: sampler ended before the 'after' snapshot ({result.ended})")
     return peak_block(result, None)
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from comfy_server import ComfyServer, comfyui_dir
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,3 +85,60 @@ def test_a_failing_prompt_stops_the_peak_sampler(comfy: ComfyServer) -> None:
         assert time.monotonic() < deadline, "the sampler outlived its failed prompt"
         time.sleep(0.1)
     assert scrape(comfy)[("scene_telemetry_comfyui_history_prompts", (("status", "error"),))] >= 1
+
+
+def _sampler_stops(comfy: ComfyServer) -> None:
+    deadline = time.monotonic() + 5
+    while scrape(comfy)[("scene_telemetry_peak_sampler_running", ())] != 0:
+        assert time.monotonic() < deadline, "the sampler outlived its prompt"
+        time.sleep(0.1)
+
+
+def test_an_interrupted_prompt_stops_the_peak_sampler_and_the_next_after_says_why(comfy: ComfyServer) -> None:
+    # before → five slow noise passes over a 1536² batch → after; interrupted during the first pass.
+    graph: dict[str, Any] = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 1536, "height": 1536, "batch_size": 4, "color": 0}},
+        "2": {"class_type": "SceneTelemetry_GPUSnapshot", "inputs": {"label": "before", "value": ["1", 0]}},
+    }
+    source = "2"
+    for n in range(3, 8):
+        graph[str(n)] = {
+            "class_type": "ImageAddNoise",
+            "inputs": {"image": [source, 0], "seed": int(time.time()) + n, "strength": 0.5},
+        }
+        source = str(n)
+    graph["8"] = {"class_type": "SceneTelemetry_GPUSnapshot", "inputs": {"label": "after", "value": [source, 0]}}
+    graph["9"] = {"class_type": "PreviewAny", "inputs": {"source": ["8", 1]}}
+    client_id, prompt_id = uuid.uuid4().hex, str(uuid.uuid4())
+    ws_url = comfy.base_url.replace("http://", "ws://") + f"/ws?clientId={client_id}"
+    with connect(ws_url, open_timeout=30) as ws:
+        status, reply = comfy.post("/prompt", {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id})
+        assert status == 200 and not reply.get("node_errors"), reply
+        interrupted = False
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            raw = ws.recv(timeout=60)
+            if isinstance(raw, bytes):
+                continue
+            message = json.loads(raw)
+            data = message.get("data", {})
+            if message["type"] == "executing" and data.get("node") == "3" and not interrupted:
+                assert scrape(comfy)[("scene_telemetry_peak_sampler_running", ())] == 1
+                comfy.post("/interrupt", {"prompt_id": prompt_id})
+                interrupted = True
+            if message["type"] == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+                break
+    history = comfy.get(f"/history/{prompt_id}")[prompt_id]
+    events = [m[0] for m in history["status"]["messages"]]
+    assert "execution_interrupted" in events, events
+    assert "8" not in history["outputs"], "the 'after' snapshot must not have run"
+    _sampler_stops(comfy)
+    # A later graph with only an 'after' snapshot finds the ended sampler and says why the peak is missing.
+    later = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "8": {"class_type": "SceneTelemetry_GPUSnapshot", "inputs": {"label": "after", "value": ["1", 0]}},
+        "9": {"class_type": "PreviewAny", "inputs": {"source": ["8", 1]}},
+    }
+    _id, _messages, entry = comfy.run_prompt(later)
+    preview = json.dumps(entry["outputs"]["9"])
+    assert f"prompt {prompt_id} was interrupted before its 'after' snapshot ran" in preview, preview[:2000]
