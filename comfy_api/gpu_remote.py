@@ -5,7 +5,7 @@ machine (``telemetry.probe_nvml``) → ``nvidia-smi --query-gpu`` → ``none``.
 The result has exactly the node-side snapshot shape (``telemetry.take_snapshot``), so the
 contract fields are computed the same way.
 
-This module lives in ``cli/`` because it opens HTTP connections and runs a
+This module lives in ``comfy_api/`` (pip only, not in the registry archive) because it opens HTTP connections and runs a
 subprocess, both of which the Comfy Registry scan flags in node code.
 
 ``/system_stats`` figures (ComfyUI 0.8.0, comfyui-facts §3.4): ``vram_free`` is

@@ -1,7 +1,7 @@
 """scene-telemetry's pure-Python library.
 
 No ComfyUI, torch or GPU library is imported here and nothing runs at import
-time; the node adapters in ``nodes/`` and the command-line tool in ``cli/`` call
+time; the node adapters in ``nodes/`` and every other package (``cli/``, ``runner/`` …) call
 into these functions.
 """
 
