@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..telemetry import TelemetryError
 from ._formats import is_complete
 from ._journal import Journal
 from ._marking import BatchFile, mark_batch
@@ -43,6 +44,8 @@ RECENT_DIR_S = 3.0
 STUCK_WARN_FACTOR = 12
 """Warn once when a quiet batch has stayed incomplete for this many quiet periods."""
 IDLE_WAIT_S = 3600.0
+RETRY_AFTER_ERROR_S = 5.0
+"""A batch whose marker could not be written (permissions, a vanished file) is tried again after this."""
 HEALTH_CHECK_S = 1.0
 """Event mode checks this often that the watcher threads still run (a wake-up costs microseconds)."""
 
@@ -369,7 +372,13 @@ class FsSentinel:
             self._note_incomplete(key, group, incomplete, now)
             return False
         batch = [BatchFile(n, s.counter, s.size, s.mtime_ns) for n, s in group.files.items()]
-        result = mark_batch(self.output_dir, key, batch, parameters=self.parameters)
+        try:
+            result = mark_batch(self.output_dir, key, batch, parameters=self.parameters)
+        except (OSError, TelemetryError) as exc:  # unwritable folder, a file gone between check and fsync
+            delay = max(self.quiet_s, RETRY_AFTER_ERROR_S)
+            group.next_check = now + delay
+            logger.warning("cannot mark %s yet (%s); retrying in %g s", key.relative_prefix, exc, delay)
+            return False
         if result.marker is not None:
             self.markers_written += 1
             if self.on_marker is not None:

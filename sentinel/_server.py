@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..comfy_api.client import ComfyClient, EventStream
-from ..telemetry import ClientError, HttpStatusError
+from ..telemetry import ClientError, HttpStatusError, TelemetryError
 from ._formats import is_complete
 from ._journal import Journal
 from ._marking import BatchFile, mark_batch
@@ -45,6 +45,8 @@ STABLE_S = 0.25
 MISSING_GRACE_S = 120.0
 """Files of a prompt finished this long ago that are still missing or open are given up (logged, recorded)."""
 PENDING_CHECK_S = 0.1
+RETRY_AFTER_ERROR_S = 5.0
+"""A batch whose marker could not be written (permissions, a vanished file) is tried again after this."""
 WAKE_S = 0.5
 """Longest blocking wait: SIGTERM/SIGINT are honoured within this."""
 REQUEST_TIMEOUT_S = 1.5
@@ -77,6 +79,7 @@ class _Pending:
     done: set[int] = field(default_factory=set)
     observed: dict[str, tuple[int, int, float]] = field(default_factory=dict)
     marked: int = 0
+    retry_at: float = 0.0
 
 
 class ServerSentinel:
@@ -261,13 +264,26 @@ class ServerSentinel:
         """Mark every batch whose files are complete; settle prompts whose batches are all done."""
         changed = False
         for prompt_id, pending in sorted(self._pending.items(), key=lambda kv: kv[1].prompt.create_time):
+            if pending.retry_at > self.clock():
+                continue
             for index, batch in enumerate(pending.batches):
                 if index in pending.done:
                     continue
                 files = self._ready_files(batch, pending)
                 if files is None:
                     continue
-                self._mark(pending, batch, files)
+                try:
+                    self._mark(pending, batch, files)
+                except (OSError, TelemetryError) as exc:  # unwritable folder, a file gone meanwhile: try again
+                    pending.retry_at = self.clock() + RETRY_AFTER_ERROR_S
+                    logger.warning(
+                        "prompt %s: cannot mark %s yet (%s); retrying in %g s",
+                        prompt_id,
+                        batch.key.relative_prefix,
+                        exc,
+                        RETRY_AFTER_ERROR_S,
+                    )
+                    break
                 pending.done.add(index)
                 changed = True
             if len(pending.done) == len(pending.batches):

@@ -404,3 +404,27 @@ def test_a_dead_watcher_thread_falls_back_to_polling(output_dir: Path) -> None:
         files = write_batch(output_dir / "after", "frame", 3)
         wait_until((output_dir / "after" / "frame.done").exists)
     assert names(output_dir / "after" / "frame.done") == files
+
+
+def test_a_marker_that_cannot_be_written_is_retried_not_fatal(
+    output_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from scene_telemetry.sentinel import _fs, _marking
+
+    real = _marking.commit_marker
+    calls: list[Path] = []
+
+    def flaky(path: Path, body: object) -> Path:
+        calls.append(path)
+        if len(calls) == 1:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, body)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_marking, "commit_marker", flaky)
+    monkeypatch.setattr(_fs, "RETRY_AFTER_ERROR_S", 0.2)
+    files = write_batch(output_dir / "ro", "frame", 2)
+    service = sentinel(output_dir)
+    with running(service):
+        wait_until((output_dir / "ro" / "frame.done").exists)
+    assert len(calls) == 2 and names(output_dir / "ro" / "frame.done") == files
+    assert "cannot mark ro/frame yet" in caplog.text and "Permission denied" in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -250,3 +251,41 @@ def test_sigterm_stops_a_sentinel_waiting_on_a_stalled_server_within_2_s(
     assert code == 0, log.read_text()
     assert elapsed < 2.0, f"took {elapsed:.2f} s"
     assert "Traceback" not in log.read_text()
+
+
+def test_once_against_a_dead_server_is_one_line_and_exit_1(
+    output_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scene_telemetry.cli.main import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["sentinel", "--output-dir", str(output_dir), "--server", f"http://127.0.0.1:{port}", "--once"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot list finished prompts" in err
+
+
+def test_a_marker_that_cannot_be_written_is_retried(
+    fake_comfy: Any, output_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scene_telemetry.sentinel import _marking, _server
+
+    real = _marking.commit_marker
+    calls: list[Path] = []
+
+    def flaky(path: Path, body: object) -> Path:
+        calls.append(path)
+        if len(calls) == 1:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, body)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_marking, "commit_marker", flaky)
+    monkeypatch.setattr(_server, "RETRY_AFTER_ERROR_S", 0.2)
+    fake = fake_comfy(Scenario(write_marker=False), output_dir=output_dir)
+    service = sentinel(fake, output_dir)
+    with running(service):
+        assert service.ready.wait(10)
+        prompt_id = submit(fake, save_image_graph("retry/frame"))
+        wait_until(lambda: service.journal.prompts.get(prompt_id) == "marked")
+    assert len(calls) == 2 and verify_marker(output_dir / "retry" / "frame.done")["PromptId"] == prompt_id
