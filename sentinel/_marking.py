@@ -63,7 +63,13 @@ def vouched_files(folder: Path) -> dict[str, int]:
 def _fsync(path: Path) -> None:
     """Flush a file another process wrote (Windows can only flush a handle opened for writing)."""
     flags = (os.O_RDWR if os.name == "nt" else os.O_RDONLY) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
+    try:
+        fd = os.open(path, flags)
+    except PermissionError:
+        if os.name != "nt":
+            raise
+        logger.debug("%s is read-only: not flushed (Windows flushes only writable handles)", path)
+        return
     try:
         if sys.platform == "darwin":
             import fcntl
