@@ -36,7 +36,9 @@ BACKOFF_S = (1.0, 3.0)
 """Waits before the 2nd and 3rd try."""
 QUEUE_SIZE = 256
 CLOSE_GRACE_S = 2.0
-"""How long close() lets queued events (run.ended) go out before aborting."""
+"""How long close() lets queued events (run.ended) go out to a receiver that is answering."""
+SLOW_TRY_S = 1.0
+"""A try unanswered for this long at close() marks the receiver as hanging: no grace for it."""
 
 Outcome = Callable[[str], None]
 """Called with 'delivered', 'failed' (every try failed) or 'dropped' (queue full or closed)."""
@@ -94,6 +96,8 @@ class WebhookSender:
         self._stopping = threading.Event()
         self._closed = False
         self._conn_lock = threading.Lock()
+        self._last_ok: bool | None = None  # outcome of the last finished try
+        self._try_started: float | None = None  # monotonic start of the try in flight
         self._conn: Any = None  # the http.client connection in flight (http.client loads on first delivery)
         self._thread = threading.Thread(target=self._work, name="scene-telemetry-webhook", daemon=True)
         self._thread.start()
@@ -119,7 +123,9 @@ class WebhookSender:
             self._queue.put_nowait(_STOP)
         except queue.Full:
             self._stopping.set()
-        self._thread.join(max(0.0, grace_s))
+        deadline = time.monotonic() + max(0.0, grace_s)
+        while self._thread.is_alive() and self._answering() and time.monotonic() < deadline:
+            self._thread.join(0.05)
         if self._thread.is_alive():
             self._stopping.set()
             self._abort_in_flight()
@@ -135,6 +141,14 @@ class WebhookSender:
                 self._on_outcome("dropped")
         if dropped:
             logger.warning("webhook %s: %d event(s) not delivered before exit", self.safe_url, dropped)
+
+    def _answering(self) -> bool:
+        """False once the last try failed or the try in flight has gone unanswered for SLOW_TRY_S: close()
+        stops waiting then, so a dead receiver adds nothing to the command's exit and a hanging one at most
+        SLOW_TRY_S."""
+        started = self._try_started
+        hanging = started is not None and time.monotonic() - started > SLOW_TRY_S
+        return self._last_ok is not False and not hanging
 
     def _drop(self, name: str, why: str) -> None:
         logger.warning("webhook %s: %s event dropped: %s", self.safe_url, name, why)
@@ -164,6 +178,7 @@ class WebhookSender:
             if remaining <= 0 or self._stopping.is_set():
                 break
             retry, last = self._try(event, min(self._try_timeout_s, remaining))
+            self._last_ok = retry is None
             if retry is None:
                 return "delivered"
             if not retry or attempt == MAX_TRIES:
@@ -210,12 +225,14 @@ class WebhookSender:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         with self._conn_lock:
             self._conn = conn
+        self._try_started = time.monotonic()
         try:
             conn.request("POST", target, body=event.body, headers=headers)
             response = conn.getresponse()
             response.read(65536)
             return int(response.status)
         finally:
+            self._try_started = None
             with self._conn_lock:
                 self._conn = None
             conn.close()

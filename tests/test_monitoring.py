@@ -45,7 +45,7 @@ def receiver() -> Iterator[Receiver]:
             if state.mode == "hang":
                 state.release.wait(10)
                 return
-            if state.mode == "500":
+            if state.mode == "500" or (state.mode == "500-twice" and state.hits <= 2):
                 self.send_response(500)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -182,9 +182,35 @@ def test_failing_receivers_never_slow_the_caller(receiver: Receiver, mode: str) 
     assert closing < 0.3 + 2.5, f"close took {closing:.2f} s"
     counts = _counts(monitor)
     assert counts["delivered"] == 0 and counts["failed"] + counts["dropped"] == 21
-    if mode == "500":
-        assert receiver.hits >= 3  # the first event was tried three times
     assert receiver.events == []
+
+
+def test_a_500_is_retried_with_backoff_then_delivered_once(receiver: Receiver) -> None:
+    receiver.mode = "500-twice"
+    monitor = Monitor(webhooks=[receiver.url], **FAST)
+    monitor.scene_ended(_scene("s01"))
+    _deadline = time.monotonic() + 5
+    while not receiver.events and time.monotonic() < _deadline:
+        time.sleep(0.01)
+    monitor.close()
+    assert receiver.hits == 3 and len(receiver.events) == 1
+    assert _counts(monitor) == {"delivered": 1.0, "failed": 0.0, "dropped": 0.0}
+
+
+def test_three_500s_fail_the_event_and_the_next_one_still_goes(receiver: Receiver) -> None:
+    receiver.mode = "500"
+    monitor = Monitor(webhooks=[receiver.url], **FAST)
+    monitor.scene_ended(_scene("s01"))
+    _deadline = time.monotonic() + 5
+    while _counts(monitor)["failed"] < 1 and time.monotonic() < _deadline:
+        time.sleep(0.01)
+    receiver.mode = "ok"
+    monitor.scene_ended(_scene("s02"))
+    while not receiver.events and time.monotonic() < _deadline:
+        time.sleep(0.01)
+    monitor.close()
+    assert receiver.hits == 4  # three tries of s01, one of s02
+    assert [json.loads(body)["scene"]["scene_id"] for _, body in receiver.events] == ["s02"]
 
 
 def test_full_queue_drops_and_counts(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
