@@ -20,7 +20,7 @@ from ._events import (
     redact_url,
     scene_fields,
 )
-from ._webhook import CLOSE_GRACE_S, WebhookSender
+from ._webhook import CLOSE_GRACE_S, WebhookSender, check_url
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class Monitor:
         self.metrics = RunMetrics()
         self._sequence = 0
         self._lock = threading.Lock()
+        for url in webhooks:  # every URL is checked before any worker thread starts
+            check_url(url)
         self._senders = [
             WebhookSender(url, secret=secret, on_outcome=self._count_outcome, **sender_options) for url in webhooks
         ]
