@@ -18,7 +18,7 @@ from ._atomic import sweep_stale_temps
 from ._errors import InvalidInputError
 from ._frames import as_batch, fsync_existing, png_info, save_png_frames
 from ._marker import MarkedFile, build_marker, commit_marker
-from ._paths import check_prefix_text, ensure_inside, marker_name, plan_save, relative_posix
+from ._paths import check_name_lengths, check_prefix_text, ensure_inside, marker_name, plan_save, relative_posix
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ def mark_files(
     filename = os.path.basename(os.path.normpath(filename_prefix))
     if filename in ("", ".", ".."):
         raise InvalidInputError(f"filename_prefix {filename_prefix!r} has no file name part", field="filename_prefix")
+    check_name_lengths(folder, [], marker_name(filename))
     subfolder = relative_posix(out, folder)
     body = build_marker(
         [MarkedFile(n, s) for n, s in zip(names, sizes, strict=True)],

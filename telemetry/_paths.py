@@ -20,6 +20,13 @@ from ._errors import InvalidInputError, UnsafePathError
 
 MAX_PREFIX_CHARS = 512
 MAX_COMPONENT_CHARS = 200
+FILE_NAME_ROOM_BYTES = 40
+"""Bytes a frame or marker name adds to the prefix's file name part, hidden temp name included:
+``.<name>_00001_.png.<12 hex>.st-tmp`` is the name + 32 (+ a 6th counter digit, ``webp``, ``.done`` fit too)."""
+DEFAULT_NAME_MAX, DEFAULT_PATH_MAX = 255, 4096
+"""POSIX limits when ``pathconf`` cannot tell (NAME_MAX of ext4/xfs/btrfs/apfs, Linux PATH_MAX)."""
+WINDOWS_NAME_MAX, WINDOWS_PATH_MAX = 255, 260
+"""NTFS component length and MAX_PATH, in UTF-16 code units (32,767 when long paths are enabled)."""
 _COUNTER_RE_TEMPLATE = r"^{name}_(\d+)_"
 
 
@@ -97,6 +104,110 @@ def check_prefix_text(prefix: str) -> None:
             )
 
 
+def _existing_ancestor(folder: Path) -> Path:
+    probe = folder
+    while not os.path.exists(probe) and probe.parent != probe:  # os.path: False, not ENAMETOOLONG, for a long name
+        probe = probe.parent
+    return probe
+
+
+def _windows_long_paths() -> bool:
+    try:
+        import ctypes
+
+        return bool(ctypes.WinDLL("ntdll").RtlAreLongPathsEnabled())  # type: ignore[attr-defined]
+    except (OSError, AttributeError):
+        return False
+
+
+def name_limits(folder: Path) -> tuple[int, int]:
+    """(longest file name, longest path) on the file system that holds *folder* (or its deepest existing ancestor).
+
+    POSIX: ``pathconf`` NAME_MAX and PATH_MAX, in bytes (PATH_MAX counts the final NUL).
+    Windows: 255 and 260 UTF-16 units (32,767 with long paths enabled), see :func:`encoded_length`.
+    """
+    if os.name == "nt":
+        return WINDOWS_NAME_MAX, 32767 if _windows_long_paths() else WINDOWS_PATH_MAX
+    where = _existing_ancestor(folder)
+    limits = []
+    for name, default in (("PC_NAME_MAX", DEFAULT_NAME_MAX), ("PC_PATH_MAX", DEFAULT_PATH_MAX)):
+        try:
+            value = os.pathconf(where, name)
+        except (OSError, ValueError):
+            value = -1
+        limits.append(value if value > 0 else default)
+    return limits[0], limits[1]
+
+
+def encoded_length(text: str | os.PathLike[str]) -> int:
+    """Length as the file system counts it: bytes in the file system encoding (UTF-16 units on Windows)."""
+    value = os.fspath(text)
+    if os.name == "nt":
+        return len(value.encode("utf-16-le", "surrogatepass")) // 2
+    return len(os.fsencode(value))
+
+
+def check_name_lengths(folder: Path, components: list[str], filename: str) -> None:
+    """Refuse a save whose names do not fit the file system, before anything is created.
+
+    Every folder component must fit NAME_MAX; the file name part must fit with
+    :data:`FILE_NAME_ROOM_BYTES` to spare (frame number, extension, temp suffix);
+    the whole path of the longest file written must stay under PATH_MAX.
+    """
+    name_max, path_max = name_limits(folder)
+    unit = "UTF-16 units" if os.name == "nt" else "bytes"
+    for part in components:
+        size = encoded_length(part)
+        if size > name_max:
+            raise InvalidInputError(
+                f"a filename_prefix folder name is {size} {unit} ({_preview(part)}; limit {name_max} {unit} on this "
+                "file system)",
+                field="filename_prefix",
+            )
+    size = encoded_length(filename)
+    if size + FILE_NAME_ROOM_BYTES > name_max:
+        raise InvalidInputError(
+            f"the filename_prefix file name is {size} {unit} ({_preview(filename)}; limit {name_max} {unit} on this "
+            f"file system, less {FILE_NAME_ROOM_BYTES} for the frame number and the temp suffix)",
+            field="filename_prefix",
+        )
+    whole = encoded_length(folder / filename) + FILE_NAME_ROOM_BYTES
+    if whole >= path_max:
+        raise InvalidInputError(
+            f"the longest file of this prefix would have a {whole}-{unit[:-1] if unit == 'bytes' else unit} path "
+            f"(limit {path_max} {unit} on this platform)",
+            field="filename_prefix",
+        )
+
+
+def _preview(text: str, limit: int = 24) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def make_folders(folder: Path) -> None:
+    """``mkdir -p`` that removes what it created when a level fails (a refusal leaves nothing behind)."""
+    missing: list[Path] = []
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
+    created: list[Path] = []
+    try:
+        for level in reversed(missing):
+            try:
+                level.mkdir()
+            except FileExistsError:
+                continue
+            created.append(level)
+    except OSError as exc:
+        for level in reversed(created):
+            try:
+                level.rmdir()
+            except OSError:
+                break
+        raise InvalidInputError(f"cannot create the folder: {exc.strerror or exc}", path=folder) from exc
+
+
 def ensure_inside(output_dir: Path, candidate: Path, *, what: str) -> Path:
     """Return realpath(candidate) if it lies inside realpath(output_dir), else raise."""
     root = Path(os.path.realpath(output_dir))
@@ -116,7 +227,9 @@ def ensure_inside(output_dir: Path, candidate: Path, *, what: str) -> Path:
 def plan_save(output_dir: str | os.PathLike[str], prefix: str, width: int = 0, height: int = 0) -> SavePlan:
     """Resolve *prefix* under *output_dir* like ComfyUI, refusing any escape.
 
-    The folder is created only after every check passed.
+    The folder is created only after every check passed, lengths in bytes against the
+    file system's limits included (:func:`check_name_lengths`), and a folder level that
+    still fails to be created takes the levels created before it away again.
     """
     check_prefix_text(prefix)
     out = Path(os.path.abspath(output_dir))
@@ -131,8 +244,9 @@ def plan_save(output_dir: str | os.PathLike[str], prefix: str, width: int = 0, h
     folder = Path(os.path.abspath(out / subfolder))
     if os.path.commonpath([out, folder]) != str(out):
         raise UnsafePathError("filename_prefix escapes the output directory", path=expanded)
+    check_name_lengths(folder, [p for p in re.split(r"[\\/]", subfolder) if p], filename.replace("%batch_num%", ""))
     _check_existing_ancestors(out, folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folders(folder)
     ensure_inside(out, folder, what="filename_prefix")
     return SavePlan(
         output_dir=out,
