@@ -7,7 +7,6 @@ that does not is a bug in the runner, raised as such.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -18,13 +17,16 @@ from ..comfy_api.completion import CompletionResult
 from ..telemetry import (
     SCHEMA_VERSION,
     ClientError,
+    InvalidInputError,
     contract_errors,
     frames_block,
     gpu_contract_fields,
     iso_from_epoch_ms,
     iso_utc,
     marker_name,
+    parse_json,
     policy_fields,
+    read_bounded,
     utc_now,
     versions,
 )
@@ -32,6 +34,9 @@ from .options import COLLECTOR_METADATA, SIDE_REQUEST_TIMEOUT_S, RunOptions
 from .outcomes import MarkerOutcome
 
 logger = logging.getLogger(__name__)
+
+MAX_COLLECTOR_METADATA_BYTES = 16 * 1024 * 1024
+"""The validator's cap on artifact-metadata.json: the collector's one-scene file is a few kB."""
 
 GpuSnapshot = Callable[[], "dict[str, Any] | None"]
 """Takes the 'after' snapshot when (and only when) the runner builds the document itself."""
@@ -73,8 +78,8 @@ def _graph_document(client: ComfyClient, scene_id: str, prompt_id: str, marker: 
     if raw is None:
         return None
     try:
-        metadata = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        metadata = parse_json(raw.decode("utf-8"))
+    except ValueError as exc:  # not UTF-8, malformed, duplicate keys, nested too deeply
         logger.warning("collector metadata beside scene %s is unreadable (%s); building the record here", scene_id, exc)
         return None
     for candidate in (metadata.get("Scenes") or []) if isinstance(metadata, dict) else []:
@@ -91,9 +96,13 @@ def _read_collector_metadata(client: ComfyClient, marker: MarkerOutcome) -> byte
     if marker.forced:
         return None
     if marker.folder is not None:
+        path = marker.folder / COLLECTOR_METADATA
+        if not os.path.lexists(path):
+            return None
         try:
-            return (marker.folder / COLLECTOR_METADATA).read_bytes()
-        except OSError:
+            return read_bounded(path, MAX_COLLECTOR_METADATA_BYTES)
+        except InvalidInputError as exc:  # a FIFO or device in its place, over the cap: never block or buffer it
+            logger.warning("collector metadata %s not read: %s", path, exc.message)
             return None
     subfolder = (marker.body or {}).get("Subfolder", "")
     try:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ..nodes._names import node_id
-from ..telemetry import InvalidInputError
+from ..telemetry import InvalidInputError, read_bounded
 
 _T = TypeVar("_T")
 
@@ -93,13 +93,9 @@ def load_data_file(path: str | os.PathLike[str]) -> Any:
     import yaml
 
     source = Path(path)
+    raw = read_bounded(source, MAX_INPUT_FILE_BYTES)  # a FIFO or /dev/zero: refused, never blocked on or buffered
     try:
-        size = source.stat().st_size
-        if size > MAX_INPUT_FILE_BYTES:
-            raise InvalidInputError(f"file is {size} bytes (limit {MAX_INPUT_FILE_BYTES})", path=source)
-        text = source.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read file: {exc.strerror or exc}", path=source) from exc
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"file is not UTF-8: {exc}", path=source) from exc
     suffix = source.suffix.lower()

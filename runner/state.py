@@ -7,11 +7,12 @@ state that names the prompt to re-attach to.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from ..comfy_api.client import ComfyClient
-from ..telemetry import Deadline, InvalidInputError, atomic_write_text
+from ..telemetry import Deadline, InvalidInputError, atomic_write_text, parse_json, read_bounded
 from .attempt import known_to_server
 from .options import SIDE_REQUEST_TIMEOUT_S, STATE_FILE
 
@@ -34,12 +35,12 @@ class RunState:
         An unreadable state, or one of another run, is :class:`InvalidInputError` (``run`` exit 2).
         """
         path = run_dir / STATE_FILE
-        try:
-            data = json.loads(path.read_text("utf-8"))
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             return cls.new(run_dir, run_id)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidInputError(f"cannot resume: runner state is unreadable: {exc}", path=path) from exc
+        try:
+            data = _read_state(path)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"cannot resume: runner state is unreadable: {exc.message}", path=path) from exc
         if not isinstance(data, dict) or data.get("RunId") != run_id or not isinstance(data.get("Scenes"), dict):
             raise InvalidInputError(f"cannot resume: state belongs to run {data.get('RunId')!r}", path=path)
         return cls(run_dir, data)
@@ -88,8 +89,21 @@ class RunState:
 def read_state_run_id(run_dir: Path) -> str | None:
     """The run id recorded in a run folder (what ``--resume`` continues), or None."""
     try:
-        state = json.loads((run_dir / STATE_FILE).read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        state = _read_state(run_dir / STATE_FILE)
+    except InvalidInputError:
         return None
     run_id = state.get("RunId") if isinstance(state, dict) else None
     return run_id if isinstance(run_id, str) else None
+
+
+MAX_STATE_BYTES = 64 * 1024 * 1024
+"""A 1,000-scene state (every finished document in it) is ~5 MB; the cap bounds a hostile file."""
+
+
+def _read_state(path: Path) -> Any:
+    """The parsed state file: read bounded (a FIFO or device is refused), strict JSON, never a RecursionError."""
+    raw = read_bounded(path, MAX_STATE_BYTES)
+    try:
+        return parse_json(raw.decode("utf-8"))
+    except ValueError as exc:
+        raise InvalidInputError(f"not UTF-8 JSON: {exc}", path=path) from exc

@@ -94,7 +94,7 @@ from ._paths import (
 from ._peak import finish_peak_sampling, start_peak_sampling, stop_stale_sampling
 from ._recorder import record_marker, record_scene, record_verdict
 from ._report import CheckRow, ValidationReport
-from ._safe_read import UNREADABLE, read_json
+from ._safe_read import UNREADABLE, parse_json, read_bounded, read_json
 from ._summary import parse_summary, render_summary
 from ._validate import marker_candidates, validate_run
 from ._wait import wait_for_done
@@ -164,12 +164,14 @@ __all__ = [
     "marker_name",
     "mib",
     "parse_policy_text",
+    "parse_json",
     "parse_summary",
     "plan_save",
     "policy_fields",
     "probe_nvml",
     "ram_block",
     "ram_sample",
+    "read_bounded",
     "read_json",
     "read_marker",
     "record_marker",

@@ -8,6 +8,7 @@ the suite or the machine.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -134,3 +135,41 @@ def test_read_bounded_refuses_with_one_reason(tmp_path: Path, make: object, mess
     with pytest.raises(InvalidInputError) as caught:
         read_bounded(path, 5)
     assert caught.value.message == message and caught.value.path == str(path)
+
+
+# --- run: the workflow, scene list, mapping and the resume state ----------------------------------------------------
+
+
+def _run_inputs(tmp_path: Path) -> dict[str, Path]:
+    workflow = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}}
+    paths = {"workflow": tmp_path / "wf.json", "scenes": tmp_path / "scenes.yaml", "mapping": tmp_path / "map.json"}
+    paths["workflow"].write_text(json.dumps(workflow))
+    paths["scenes"].write_text("- id: a\n")
+    paths["mapping"].write_text("{}")
+    return paths
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("which", ["workflow", "scenes", "mapping"])
+def test_run_refuses_a_special_input_file_with_one_line_and_exit_2(tmp_path: Path, which: str, kind: str) -> None:
+    paths = _run_inputs(tmp_path)
+    special(paths[which], kind)
+    argv = [str(paths["workflow"]), "--scenes", str(paths["scenes"]), "--mapping", str(paths["mapping"])]
+    code, out, err, _ = cli("run", *argv, "--out", str(tmp_path / "run"), "--server", "http://127.0.0.1:9")
+    assert code == 2, (out, err)
+    assert "Traceback" not in err and err.count("\n") == 1 and "not a regular file" in err, err
+    assert str(paths[which]) in err
+
+
+def test_run_resume_refuses_a_special_state_file(tmp_path: Path, output_dir: Path) -> None:
+    from fake_comfy import FakeComfy, Scenario
+
+    paths = _run_inputs(tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    special(run_dir / ".runner-state.json", "fifo")
+    argv = [str(paths["workflow"]), "--scenes", str(paths["scenes"]), "--out", str(run_dir), "--resume"]
+    with FakeComfy(Scenario(), output_dir=output_dir) as fake:
+        code, out, err, _ = cli("run", *argv, "--server", fake.url, "--run-id", "r1", "--no-gpu")
+    assert code == 2, (out, err)
+    assert "Traceback" not in err and "cannot resume" in err and "not a regular file" in err, err
