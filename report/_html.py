@@ -258,7 +258,7 @@ def _scene_tr(s: SceneRow, view: RunView, page_dir: Path, has_server: bool) -> s
         _td(_fmt_seconds(s.duration_s), s.duration_s),
         _td(_fmt_seconds(s.queue_wait_s), s.queue_wait_s),
         *_memory_cells(s),
-        *([_td(esc(s.server) if s.server else DASH, s.server)] if has_server else []),
+        *([_td(esc(s.server) if s.server else DASH, s.server, title=s.server_detail)] if has_server else []),
         _td(_fmt_int(s.frames), s.frames),
         _td(_fmt_bytes(s.frame_bytes), s.frame_bytes),
         _td(marker, s.marker_source),

@@ -47,19 +47,12 @@ MAX_SCENE_FILES = 20_000
 MARKER_GLOBS: tuple[str, ...] = ("*.done", "*/*.done", "*/*/*.done")
 """Where a markers-only folder keeps its markers (the folder and two levels below)."""
 
-SERVER_KEYS: tuple[str, ...] = (
-    "InstanceId",
-    "ServerInstanceId",
-    "Instance",
-    "ServerInstance",
-    "Server",
-    "Worker",
-    "ServerUrl",
-)
-"""Per-scene fields that may name the farm server that ran a scene, most specific first (read defensively:
-a scene of a single-server run has none of them)."""
+SERVER_KEYS: tuple[str, ...] = ("ServerUrl", "ServerInstanceId", "Server", "InstanceId", "Instance", "Worker")
+"""Per-scene fields that may name the server that ran a scene, the readable one first: a farm run records
+``ServerUrl`` (credentials removed), ``ServerInstanceId`` and ``ServerDevice`` (contract 1.1). Read defensively:
+older records, and scenes no server ran, have none of them."""
 
-SERVER_SUBKEYS: tuple[str, ...] = ("InstanceId", "Instance", "Name", "Url", "URL")
+SERVER_SUBKEYS: tuple[str, ...] = ("Url", "URL", "Name", "InstanceId", "Instance")
 """Inside an object-valued server field, what names the server, most specific first."""
 
 
@@ -96,6 +89,8 @@ class SceneRow:
     """The ComfyUI process's peak RSS (``System.RssPeakMB``, contract 1.1): the CPU's peak."""
     ram_total: int | None = None
     server: str | None = None
+    server_detail: str | None = None
+    """Instance id and device of the server, for the tooltip."""
     frames: int | None = None
     frame_bytes: int | None = None
     marker_source: str | None = None
@@ -284,6 +279,8 @@ def scene_row(index: int, doc: Mapping[str, Any], folder: Path, output_dir: Path
         ram_peak=as_int(system.get("RssPeakMB")),
         ram_total=as_int(after.get("RamTotalMB")) or as_int(before.get("RamTotalMB")),
         server=server_label(doc),
+        server_detail=" · ".join(t for t in (as_str(doc.get("ServerInstanceId")), as_str(doc.get("ServerDevice"))) if t)
+        or None,
         exit_detail=as_str(doc.get("ExitDetail")),
         telemetry_path=_existing(folder / telemetry_file_name(scene_id)),
     )

@@ -5,10 +5,10 @@ document comes from the real collector function and then gets a headless
 runner's fields, the way ``scene-telemetry run`` merges them. Times are laid out
 on a synthetic clock ending now, so the timeline has something to show.
 
-``GPU.VramPeakMB`` (contract 1.1) is written when asked for. A farm's per-scene
-server, which the contract does not (yet) hold, is only written when asked for, and
-then the documents are written *without* the writer's contract check (the validator
-reports the field).
+``GPU.VramPeakMB`` (contract 1.1) is written when asked for. So are a farm's per-scene
+``ServerUrl``/``ServerInstanceId``/``ServerDevice``; the documents of such a run are
+written *without* the writer's contract check, so that they can be made whether or
+not the contract in this checkout has those fields yet.
 """
 
 from __future__ import annotations
@@ -139,8 +139,12 @@ def make_runner_run(run_dir: Path, layout: Layout = Layout()) -> Path:
             scene = _succeeded(run_dir, scene_id, index, layout)
             _runner_fields(scene, index, start, durations[index])
             template = template or scene
-        if layout.servers:
-            scene["Server"] = {"Url": f"http://gpu-{lane}.farm.local:8188", "InstanceId": f"gpu-{lane}"}
+        if layout.servers:  # as a farm run records them (contract 1.1)
+            scene.update(
+                ServerUrl=f"http://gpu-{lane}.farm.local:8188",
+                ServerInstanceId=f"srv-{lane:012x}",
+                ServerDevice=f"cuda:0 NVIDIA H100 80GB HBM3 (box {lane})",
+            )
         if layout.peak and scene["GPU"]["VramAfterMB"] is not None:
             scene["GPU"]["VramPeakMB"] = scene["GPU"]["VramAfterMB"] + 4000 + 97 * (index % 50)
         scenes.append(scene)

@@ -117,11 +117,12 @@ def test_farm_run_shows_servers_peak_and_a_timeline(tmp_path):
     result = write_report(run_dir)
     view = result.view
     assert view.kind == "farm run"
-    assert {s.server for s in view.scenes} == {"gpu-0", "gpu-1", "gpu-2"}
+    assert {s.server for s in view.scenes} == {f"http://gpu-{i}.farm.local:8188" for i in range(3)}
+    assert view.scenes[0].server_detail == "srv-000000000000 · cuda:0 NVIDIA H100 80GB HBM3 (box 0)"
     assert all(s.vram_peak is not None and s.vram_peak > (s.vram_after or 0) for s in view.scenes)
     text = result.path.read_text("utf-8")
     data = json.loads(re.search(r'id="report-data">(.*?)</script>', text).group(1))
-    assert data["timeline"]["servers"] == ["gpu-0", "gpu-1", "gpu-2"]
+    assert data["timeline"]["servers"] == [f"http://gpu-{i}.farm.local:8188" for i in range(3)]
     assert len(data["timeline"]["start"]) == 9
     assert 'id="plot-timeline"' in text
 
@@ -300,8 +301,9 @@ def test_run_with_report_writes_the_page_of_the_finished_run(tmp_path, output_di
 def test_server_label_reads_the_farm_fields_defensively():
     assert server_label({}) is None
     assert server_label({"Server": "http://a:8188"}) == "http://a:8188"
-    assert server_label({"Server": {"Url": "http://a:8188", "InstanceId": "gpu-1"}}) == "gpu-1"
-    assert server_label({"ServerUrl": "http://a:8188", "InstanceId": "i-1"}) == "i-1"
+    assert server_label({"Server": {"Url": "http://a:8188", "InstanceId": "gpu-1"}}) == "http://a:8188"
+    assert server_label({"ServerUrl": "http://a:8188", "ServerInstanceId": "srv-1"}) == "http://a:8188"
+    assert server_label({"ServerUrl": None, "ServerInstanceId": "srv-1"}) == "srv-1"
     assert server_label({"Server": 5, "Worker": {"Name": "w", "Url": None}}) == "w"
     assert server_label({"Server": {"Url": ""}}) is None
 
