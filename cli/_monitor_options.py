@@ -114,4 +114,5 @@ class RunEvents:
             self._monitor.marker_written({"Source": "runner-forced"}, post=False)
         elif document.get("DoneMarkerDetected"):
             self._monitor.marker_written({"Source": "node"}, post=False)
-        self._monitor.server_up(self._server, event.get("exit_reason") != "serverLost")
+        server = str(event.get("server") or self._server)  # a farm's events name their server
+        self._monitor.server_up(server, event.get("exit_reason") != "serverLost")

@@ -28,6 +28,7 @@ from ..runner.policy import add_policy_arguments, describe_policy, policy_from_a
 from ..telemetry import InvalidInputError
 from ._args import server_url
 from ._console import emit, emit_json, error
+from ._farm_run import DEFAULT_SERVER, add_farm_arguments, resolve_servers, run_farm_command
 from ._monitor_options import RunEvents, add_monitoring_arguments, open_monitor
 
 if TYPE_CHECKING:
@@ -62,8 +63,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--scenes", required=True, metavar="FILE", help="scene list (JSON or YAML)")
     parser.add_argument("--mapping", metavar="FILE", help="scene field → node input mapping (JSON or YAML)")
     parser.add_argument(
-        "--server", type=server_url, default="http://127.0.0.1:8188", help="ComfyUI URL (default %(default)s)"
+        "--server",
+        type=server_url,
+        action="append",
+        default=[],
+        help=f"ComfyUI URL (default {DEFAULT_SERVER}); repeat it to run the scenes over several servers (a farm)",
     )
+    add_farm_arguments(parser)
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
     parser.add_argument("--run-id", help="run id (default: run-<UTC time>-<random>; --resume reads it from RUN_DIR)")
     parser.add_argument(
@@ -90,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from ..runner.prepare import RunRequest
 
     try:
+        servers = resolve_servers(args)
+        args.server = servers[0]
         request = RunRequest(
             workflow=args.workflow,
             scenes=args.scenes,
@@ -113,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     code, result = EXIT_USAGE, None
     try:
-        code, result = _run_monitored(args, request, monitor)
+        if len(servers) > 1:
+            code, result = run_farm_command(args, request, servers, monitor)
+        else:
+            code, result = _run_monitored(args, request, monitor)
     finally:  # the run's exit code and duration are fixed before any webhook is waited for
         scenes = result.scenes if result is not None else []
         monitor.run_ended(
@@ -171,7 +182,10 @@ def _announce(args: argparse.Namespace, prepared: PreparedRun) -> None:
     )
 
 
-def _report(args: argparse.Namespace, result: RunResult, code: int, page: Path | None) -> None:
+def _report(
+    args: argparse.Namespace, result: RunResult, code: int, page: Path | None, extra: dict[str, Any] | None = None
+) -> None:
+    """The run's last line, or (``--json``) its result object; *extra* adds fields to that object (a farm's servers)."""
     if not args.json:
         verdict = "ok" if result.ok else ("scene(s) failed" if code == EXIT_SCENES_FAILED else "validation failed")
         emit(f"run {result.run_id}: {verdict}; run folder {result.run_dir}")
@@ -198,6 +212,7 @@ def _report(args: argparse.Namespace, result: RunResult, code: int, page: Path |
                 }
                 for s in result.scenes
             ],
+            **(extra or {}),
         }
     )
 

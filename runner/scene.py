@@ -53,6 +53,7 @@ class SceneExecutor:
         state: RunState,
         *,
         notify: Notify | None = None,
+        fields: Mapping[str, Any] | None = None,
     ) -> None:
         self.client = client
         self.workflow = workflow
@@ -60,9 +61,16 @@ class SceneExecutor:
         self.options = options
         self.state = state
         self.notify: Notify = notify or (lambda event: None)
+        self.fields = dict(fields or {})
+        """Extra runner fields of every scene this executor runs (a farm: which server ran it)."""
 
-    def run(self, scene: Scene) -> SceneOutcome:
-        """Submit (and resubmit within the budget) one scene, then collect its marker and telemetry."""
+    def run(self, scene: Scene, *, first_attempt: int = 1, retry_here: bool = True) -> SceneOutcome:
+        """Submit (and resubmit within the budget) one scene, then collect its marker and telemetry.
+
+        A multi-server dispatcher passes *first_attempt* (the scene's attempt number across servers, so
+        each submission keeps its own deterministic prompt id and ``SceneAttempts`` counts them all) and
+        ``retry_here=False``: a retryable end then comes back to it, to be retried on another server.
+        """
         policy = self.options.policy
         prompt = patch_workflow(self.workflow, scene, self.mapping)
         prefix = apply_runner_inputs(
@@ -71,8 +79,8 @@ class SceneExecutor:
         self.notify({"event": "scene_start", "scene": scene.id})
         gpu_before = self._gpu_snapshot("before")
         queue_start, started = utc_now(), time.monotonic()
-        counters = _Attempts()
-        result = self._attempts(scene.id, prompt, counters)
+        counters = _Attempts(scene_attempts=first_attempt - 1)
+        result = self._attempts(scene.id, prompt, counters, retry_here=retry_here)
         completion = result.completion
         if completion is not None and completion.exit_reason in ABANDONED_REASONS:
             abandon(self.client, scene.id, result.prompt_id)
@@ -99,6 +107,7 @@ class SceneExecutor:
             "DoneMarkerWaitSeconds": round(marker.wait_seconds, 3),
             "ForcedCopyTriggered": marker.forced,
             "ExitDetail": detail,
+            **self.fields,
         }
         document = scene_document(
             self.client,
@@ -126,7 +135,9 @@ class SceneExecutor:
         )
         return outcome
 
-    def _attempts(self, scene_id: str, prompt: dict[str, Any], counters: _Attempts) -> AttemptResult:
+    def _attempts(
+        self, scene_id: str, prompt: dict[str, Any], counters: _Attempts, *, retry_here: bool = True
+    ) -> AttemptResult:
         """Attempts until one is final or the retry budget is spent; the last one's result."""
         resumable = self.state.resumable_prompt(self.client, scene_id) if self.options.resume else None
         while True:
@@ -153,7 +164,7 @@ class SceneExecutor:
             if result.completion is None:
                 return result
             counters.history_attempts += result.completion.history_attempts
-            if not self._should_retry(scene_id, result.completion, counters):
+            if not retry_here or not self._should_retry(scene_id, result.completion, counters):
                 return result
 
     def _should_retry(self, scene_id: str, completion: CompletionResult, counters: _Attempts) -> bool:

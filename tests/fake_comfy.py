@@ -210,6 +210,7 @@ class FakeComfy:
         stall_s: dict[str, float] | None = None,
         trickle_s: dict[str, float] | None = None,
         jobs_api: bool = True,
+        missing_classes: tuple[str, ...] = (),
     ) -> None:
         if scenarios is None:
             scenarios = Scenario()
@@ -224,6 +225,8 @@ class FakeComfy:
         """``"METHOD /path"`` prefix (``/api`` stripped, e.g. ``"POST /prompt"``, ``"GET /history/"``) → seconds
         the server sits on such a request before handling it (a wedged event loop)."""
         self.jobs_api = jobs_api
+        self.missing_classes = set(missing_classes)
+        """Node classes this server's /object_info leaves out (a server without some custom node pack)."""
         """False: no ``/api/jobs`` routes (404), like a ComfyUI older than the jobs API."""
         self.trickle_s = dict(trickle_s or {})
         """Same keys → the reply body is sent one byte at a time, this many seconds apart (a trickling server)."""
@@ -573,7 +576,7 @@ class FakeComfy:
         return web.json_response(self.system_stats_reply)
 
     async def _get_object_info(self, request: web.Request) -> web.Response:
-        return web.json_response(object_info())
+        return web.json_response({k: v for k, v in object_info().items() if k not in self.missing_classes})
 
     async def _get_object_info_one(self, request: web.Request) -> web.Response:
         name = request.match_info["node_class"]
