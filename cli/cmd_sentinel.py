@@ -15,8 +15,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from .. import sentinel as install
-from ..sentinel import DEFAULT_QUIET_S, STATE_NAME, FsSentinel, Journal
+from .. import sentinel
+from ..sentinel import DEFAULT_QUIET_S, STATE_NAME, FsSentinel, Journal, ServerSentinel
 from ..telemetry import InvalidInputError
 from ._args import server_url
 from ._console import emit, error
@@ -98,7 +98,7 @@ def _configure_logging() -> None:
     """One timestamped line per event; INFO for the sentinel (each marker is logged) even without -v."""
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    sentinel_logger = logging.getLogger(__package__.rsplit(".", 1)[0] + ".sentinel" if __package__ else "sentinel")
+    sentinel_logger = logging.getLogger(sentinel.__name__)
     if sentinel_logger.getEffectiveLevel() > logging.INFO:
         sentinel_logger.setLevel(logging.INFO)
 
@@ -130,8 +130,6 @@ def build_service(args: argparse.Namespace) -> _Service:
     state = Path(os.path.abspath(args.state)) if args.state else output / STATE_NAME
     journal = Journal.load(state)
     if args.server:
-        from ..sentinel import ServerSentinel
-
         return ServerSentinel(args.server, output, journal, use_events=not args.poll)
     return FsSentinel(output, journal, quiet_s=args.quiet_seconds, poll=True if args.poll else None)
 
@@ -185,19 +183,19 @@ def run_install(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     dest = Path(os.path.abspath(args.dest)) if args.dest else None
     if args.kind == "systemd":
-        definition = install.systemd_unit(command, user=args.user, path=dest)
+        definition = sentinel.systemd_unit(command, user=args.user, path=dest)
     elif args.kind == "launchd":
-        definition = install.launchd_plist(command, path=dest)
+        definition = sentinel.launchd_plist(command, path=dest)
     elif args.kind == "windows-task":
-        definition = install.windows_task_xml(command, path=dest)
+        definition = sentinel.windows_task_xml(command, path=dest)
     else:
-        definition = install.nssm_commands(command, path=dest)
+        definition = sentinel.nssm_commands(command, path=dest)
     if args.print_only:
         emit(definition.text.rstrip("\r\n").replace("\r\n", "\n"))
         emit(f"# then enable it with: {definition.enable_command}", stream=sys.stderr)
         return EXIT_OK
     try:
-        written = install.write_definition(definition)
+        written = sentinel.write_definition(definition)
     except OSError as exc:
         error(f"cannot write {definition.path}: {exc.strerror or exc}")
         return EXIT_USAGE

@@ -82,7 +82,6 @@ class FsSentinel:
         poll: bool | None = None,
         poll_interval_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-        on_marker: Callable[[Path], None] | None = None,
     ) -> None:
         self.output_dir = Path(os.path.abspath(output_dir))
         self.journal = journal
@@ -92,7 +91,6 @@ class FsSentinel:
             poll_interval_s if poll_interval_s is not None else min(MAX_POLL_INTERVAL_S, max(0.25, quiet_s / 2))
         )
         self.clock = clock
-        self.on_marker = on_marker
         self.markers_written = 0
         self._groups: dict[GroupKey, _Group] = {}
         self._dirs: dict[str, int] = {}
@@ -381,8 +379,6 @@ class FsSentinel:
             return False
         if result.marker is not None:
             self.markers_written += 1
-            if self.on_marker is not None:
-                self.on_marker(result.marker)
         elif result.already:
             logger.info("already marked: %s/%s.done lists %d file(s)", key.folder or ".", key.prefix, len(batch))
         self.journal.record_group(key, max(f.counter for f in batch), max(f.mtime_ns for f in batch))
