@@ -150,6 +150,8 @@
     var t = data.timeline;
     if (!t || !element("plot-timeline")) return;
     var lanes = t.servers.length;
+    var names = t.servers.map(function (name) { return name.replace(/^https?:\/\//, ""); });
+    var longest = Math.max.apply(null, names.map(function (name) { return name.length; }));
     if (!t.start.length) { empty(element("plot-timeline"), "No scene recorded when it ran."); return; }
     var lo = Math.min.apply(null, t.start), hi = Math.max.apply(null, t.end);
     var ticks = [];
@@ -173,7 +175,8 @@
       height: Math.max(160, 40 * lanes + 80),
       scales: { x: { time: true, range: [lo, hi] }, y: { range: [-0.5, lanes - 0.5] } },
       series: [{ label: "time" }, { label: "scenes (green ok, red failed)", stroke: OK, paths: function () { return null; }, points: { show: false } }],
-      axes: [{}, { splits: function () { return ticks; }, values: function (u, splits) { return splits.map(function (v) { return t.servers[v] || ""; }); }, size: 140 }],
+      axes: [{}, { splits: function () { return ticks; }, values: function (u, splits) { return splits.map(function (v) { return names[v] || ""; }); },
+        size: Math.min(320, 24 + 7 * longest) }],
       hooks: { draw: [drawLanes] }
     }, [[lo, hi], [null, null]]);
   }
