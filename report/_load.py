@@ -172,16 +172,11 @@ def load_run(run_dir: str | os.PathLike[str], *, output_dir: str | os.PathLike[s
     if not folder.is_dir():
         raise NothingReadable("not a folder (or not readable)", path=folder)
     base = Path(output_dir) if output_dir is not None else None
-    rows: list[CheckRow] = []
-    metadata_path = folder / ARTIFACT_METADATA_NAME
-    summary_path = folder / RUN_SUMMARY_NAME
-    document = read_json(metadata_path, rows)
-    missing = [f"{r.field}: {r.message}" for r in rows if r.verdict == "error"]
+    metadata_path, summary_path = folder / ARTIFACT_METADATA_NAME, folder / RUN_SUMMARY_NAME
+    missing: list[str] = []
+    metadata = _read_metadata(metadata_path, missing)
     if not summary_path.is_file():
         missing.append(f"{RUN_SUMMARY_NAME}: file is missing")
-    metadata = document if isinstance(document, Mapping) else None
-    if document is not UNREADABLE and metadata is None:
-        missing.append(f"{ARTIFACT_METADATA_NAME}: not a JSON object")
     docs = _scene_documents(metadata, missing) if metadata is not None else _telemetry_files(folder, missing)
     scenes = [scene_row(i, doc, folder, base) for i, doc in enumerate(docs)]
     kind = _kind(metadata, scenes)
@@ -214,10 +209,22 @@ def load_run(run_dir: str | os.PathLike[str], *, output_dir: str | os.PathLike[s
     )
 
 
+def _read_metadata(path: Path, missing: list[str]) -> Mapping[str, Any] | None:
+    """The run's metadata object, or None after saying in *missing* why it cannot be used."""
+    rows: list[CheckRow] = []
+    document = read_json(path, rows)
+    missing += [f"{r.field}: {r.message}" for r in rows if r.verdict == "error"]
+    if isinstance(document, Mapping):
+        return document
+    if document is not UNREADABLE:
+        missing.append(f"{ARTIFACT_METADATA_NAME}: not a JSON object")
+    return None
+
+
 def _kind(metadata: Mapping[str, Any] | None, scenes: list[SceneRow]) -> str:
     if metadata is None:
         return "telemetry files only"
-    if any(s.server for s in scenes):
+    if len({s.server for s in scenes if s.server}) > 1:
         return "farm run"
     return "headless run" if metadata.get("Writer") == "runner" else "editor run"
 
