@@ -2,7 +2,9 @@
 
 Each ``cmd_<name>.py`` module defines ``register(subparsers)``, which adds its
 parser and sets ``func`` (``argparse.Namespace -> int`` exit code). Modules are
-discovered, so adding a command touches no other file. This package is kept out
+discovered, so adding a command touches no other file. A command line that names
+a command imports only that command's module (``scene-telemetry validate`` never
+imports the runner or the sentinel); ``--help`` imports them all. This package is kept out
 of the Comfy Registry archive (``.comfyignore``): it holds the network client
 and subprocess code.
 """
@@ -13,6 +15,7 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import sys
 from collections.abc import Sequence
 
 from ..telemetry import PACKAGE_VERSION, TelemetryError
@@ -23,8 +26,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser with every discovered subcommand."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every discovered subcommand, or with just the one in module ``cmd_<only>``."""
     parser = argparse.ArgumentParser(
         prog="scene-telemetry",
         description="Completion markers and telemetry for ComfyUI video pipelines.",
@@ -34,16 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     package = importlib.import_module(__package__ or "scene_telemetry.cli")
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name.startswith("cmd_"):
+        if info.name.startswith("cmd_") and only in (None, info.name[4:]):
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             module.register(subparsers)
+    if only is not None and only not in subparsers.choices:  # the module registers another name: list them all
+        return build_parser()
     return parser
+
+
+def named_command(argv: Sequence[str]) -> str | None:
+    """The command an argument list names (its first argument that is not an option), if a module provides it."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    if first is None or not first.isidentifier():
+        return None
+    package = importlib.import_module(__package__ or "scene_telemetry.cli")
+    return first if any(info.name == f"cmd_{first}" for info in pkgutil.iter_modules(package.__path__)) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``scene-telemetry`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=named_command(arguments))
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

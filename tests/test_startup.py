@@ -88,3 +88,28 @@ def test_the_node_code_loads_on_first_read_of_the_mappings() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split() == ["False", "True", "False", "4", "True"]
+
+
+def test_a_named_command_imports_only_its_own_module(output_dir: Path) -> None:
+    run = make_run(output_dir)
+    probe = (
+        "import sys\n"
+        "from scene_telemetry.cli.main import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(code, sorted(m for m in sys.modules if m.startswith(('scene_telemetry.cli.cmd_',"
+        " 'scene_telemetry.runner', 'scene_telemetry.sentinel', 'scene_telemetry.comfy_api'))))\n"
+    )
+    command = [sys.executable, "-c", probe, "validate", str(run.run_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.splitlines()[-1] == "0 ['scene_telemetry.cli.cmd_validate']"
+
+
+def test_an_unknown_command_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from scene_telemetry.cli.main import main, named_command
+
+    assert named_command(["-v", "wait", "x"]) == "wait"
+    assert named_command(["bogus"]) is None and named_command(["--help"]) is None
+    with pytest.raises(SystemExit):
+        main(["bogus"])
+    err = capsys.readouterr().err
+    assert "choose from" in err and "'validate'" in err and "'sentinel'" in err
