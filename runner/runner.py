@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..comfy_api.client import ComfyClient
-from ..telemetry import build_run_metadata, validate_run, write_run
+from ..telemetry import begin_run, build_run_metadata, validate_run, write_run
 from .attempt import Notify
 from .options import STATE_FILE, RunOptions, prompt_id_for, scene_worst_case_s
 from .outcomes import MarkerOutcome, RunResult, SceneOutcome
@@ -78,6 +78,7 @@ class Runner:
     def run(self, scenes: list[Scene]) -> RunResult:
         """Run every scene, write the run folder, validate it."""
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
+        begin_run(self.options.run_dir, own_names=(STATE_FILE,))  # a re-run's folder is 'not complete' until the end
         result = RunResult(self.options.run_id, self.options.run_dir)
         for scene in scenes:
             done = self.state.finished_document(scene.id) if self.options.resume else None

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ._atomic import atomic_write_text, sweep_stale_temps
+from ._atomic import atomic_write_text
 from ._compare import compare_summary
 from ._contract import SCHEMA_VERSION, validate_document
 from ._done import check_scene_id
@@ -37,7 +37,7 @@ from ._gpu import gpu_contract_fields
 from ._layout import ARTIFACT_METADATA_NAME, RUN_SUMMARY_NAME, telemetry_file_name
 from ._marker import verify_marker
 from ._meta import iso_from_epoch_ms, iso_utc, parse_iso, utc_now, versions
-from ._runset import is_run_file, withdraw_run
+from ._runset import begin_run
 from ._summary import render_summary
 
 POLICY_SECONDS_KEYS: dict[str, str] = {
@@ -335,8 +335,7 @@ def write_run(run_dir: str | Path, metadata: Mapping[str, Any]) -> RunFiles:
     summary = render_summary(metadata)
     _check_round_trip(summary, metadata, folder / RUN_SUMMARY_NAME)
     folder.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temps(folder, own=is_run_file)
-    withdraw_run(folder)
+    begin_run(folder)
     telemetry_paths = {}
     for scene, name in zip(metadata["Scenes"], names, strict=True):
         telemetry_paths[scene["SceneId"]] = atomic_write_text(folder / name, _json(scene))

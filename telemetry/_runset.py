@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._atomic import fsync_directory
+from ._atomic import fsync_directory, sweep_stale_temps
 from ._errors import InvalidInputError
 from ._layout import ARTIFACT_METADATA_NAME, RUN_SUMMARY_NAME, TELEMETRY_SUFFIX
 from ._safe_read import MAX_INPUT_BYTES, parse_json, read_bounded
@@ -30,6 +30,17 @@ logger = logging.getLogger(__name__)
 def is_run_file(name: str) -> bool:
     """True for the names a run folder's writer owns (the metadata, the summary, telemetry files)."""
     return name in (ARTIFACT_METADATA_NAME, RUN_SUMMARY_NAME) or name.endswith(TELEMETRY_SUFFIX)
+
+
+def begin_run(folder: str | os.PathLike[str], *, own_names: Collection[str] = ()) -> None:
+    """Before the first file of a new run lands in *folder*: sweep dead writers' temps, withdraw the last run.
+
+    Temps of the run files (and of *own_names*, e.g. the runner's state file) go whatever
+    their age: one writer owns a run folder. The folder must exist.
+    """
+    owned = frozenset(own_names)
+    sweep_stale_temps(folder, own=lambda name: is_run_file(name) or name in owned)
+    withdraw_run(folder)
 
 
 def withdraw_run(folder: str | os.PathLike[str], *, marker_name: str | None = None) -> bool:

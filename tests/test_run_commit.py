@@ -126,3 +126,36 @@ def test_stale_run_temps_are_swept_by_the_next_run_write(output_dir: Path) -> No
         (folder / f".{name}.0123456789ab{TEMP_SUFFIX}").write_text("{", "utf-8")  # a killed writer's, seconds old
     requeue(output_dir, "shot/frame", "prompt-2")
     assert _temps(folder) == []
+
+
+def test_a_rerun_of_the_runner_withdraws_its_folder_and_sweeps_it_first(tmp_path: Path, output_dir: Path) -> None:
+    """A headless RUN_DIR written again is 'not complete' from the first scene on, and dead writers' temps go."""
+    from fake_comfy import FakeComfy, Scenario
+    from scene_telemetry.comfy_api.client import ComfyClient
+    from scene_telemetry.runner.policy import QueuePolicy
+    from scene_telemetry.runner.runner import STATE_FILE, Runner, RunOptions
+    from scene_telemetry.runner.scenes import MARKER_CLASS, Scene, parse_mapping
+
+    workflow = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 2, "color": 0}},
+        "2": {"class_type": "ImageAddNoise", "inputs": {"image": ["1", 0], "seed": 1, "strength": 0.5}},
+        "3": {"class_type": MARKER_CLASS, "inputs": {"images": ["2", 0], "filename_prefix": "x/frame", "scene_id": ""}},
+    }
+    policy = QueuePolicy(5.0, 0.05, 0, 0.5, 1)
+    run_dir = tmp_path / "run"
+    seen: list[tuple[bool, list[str]]] = []
+
+    def on_event(event: dict[str, object]) -> None:
+        if event["event"] == "scene_start":
+            seen.append(((run_dir / ARTIFACT_METADATA_NAME).exists(), _temps(run_dir)))
+
+    with FakeComfy(Scenario(), output_dir=output_dir) as fake:
+        for run_id in ("r1", "r2"):
+            options = RunOptions(fake.url, run_dir, policy, run_id, output_dir, gpu_snapshots=False)
+            runner = Runner(ComfyClient(fake.url, request_timeout_s=2.0), workflow, parse_mapping({}), options)
+            runner.on_event = on_event
+            result = runner.run([Scene("a", {})])
+            assert result.ok and validate_run(run_dir, output_dir=output_dir).ok
+            for name in (ARTIFACT_METADATA_NAME, STATE_FILE):  # what a killed runner leaves behind
+                (run_dir / f".{name}.0123456789ab{TEMP_SUFFIX}").write_text("{", "utf-8")
+    assert seen == [(False, []), (False, [])]
