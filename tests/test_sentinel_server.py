@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from fake_comfy import FakeComfy, Scenario, fake_servers, load_transcript
+from scene_telemetry.cli.main import main as cli_main
 from scene_telemetry.comfy_api.client import ComfyClient
 from scene_telemetry.sentinel import GroupKey, Journal, ServerSentinel, from_history, from_job, node_batches
 from scene_telemetry.telemetry import verify_marker
@@ -160,6 +162,7 @@ def test_a_finished_saveimage_prompt_gets_one_marker_with_its_ids(fake_comfy: An
         second = submit(fake, save_image_graph("shots/a/frame", frames=2, seed=1))
         wait_until(lambda: verify_marker(marker)["PromptId"] == second)
         assert [f["Name"] for f in verify_marker(marker)["Files"]] == ["frame_00004_.png", "frame_00005_.png"]
+        assert cli_main(["wait", str(marker), "--prompt-id", second, "--timeout", "1"]) == 0
     assert service.markers_written == 2
     assert any(path.startswith("/api/jobs?status=completed") for _, path in fake.requests)
     assert any(path.startswith("/ws?clientId=scene-telemetry-sentinel") for _, path in fake.requests)
@@ -289,3 +292,49 @@ def test_a_marker_that_cannot_be_written_is_retried(
         prompt_id = submit(fake, save_image_graph("retry/frame"))
         wait_until(lambda: service.journal.prompts.get(prompt_id) == "marked")
     assert len(calls) == 2 and verify_marker(output_dir / "retry" / "frame.done")["PromptId"] == prompt_id
+
+
+def test_sigkill_at_random_points_leaves_one_marker_per_prompt(
+    fake_comfy: Any, output_dir: Path, tmp_path: Path
+) -> None:
+    """Prompts finish while the server-mode sentinel is killed (SIGKILL) and restarted at random moments."""
+    rng = random.Random(99)
+    fake = fake_comfy(Scenario(write_marker=False), output_dir=output_dir)
+    log = tmp_path / "sentinel.log"
+    command = [sys.executable, "-m", "scene_telemetry.cli", "sentinel", "--output-dir", str(output_dir)]
+    command += ["--server", fake.url]
+
+    def start() -> subprocess.Popen[bytes]:
+        with open(log, "ab") as sink:
+            return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+
+    expected: dict[Path, str] = {}
+    first_inode: dict[Path, int] = {}
+
+    def note() -> None:
+        for marker in expected:
+            if marker.exists():
+                assert first_inode.setdefault(marker, marker.stat().st_ino) == marker.stat().st_ino, marker
+
+    process = start()
+    try:
+        for round_ in range(8):
+            for b in range(rng.randint(1, 3)):
+                prompt_id = submit(fake, save_image_graph(f"k{round_}/b{b}/frame", seed=round_ * 10 + b))
+                expected[output_dir / f"k{round_}" / f"b{b}" / "frame.done"] = prompt_id
+            time.sleep(rng.uniform(0.0, 0.8))
+            note()
+            process.kill()
+            process.wait()
+            note()
+            process = start()
+        wait_until(lambda: all(m.exists() for m in expected), timeout=30)
+        time.sleep(1.0)
+        note()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+    for marker, prompt_id in expected.items():
+        assert verify_marker(marker)["PromptId"] == prompt_id
+    assert len(list(output_dir.rglob("*.done"))) == len(expected)
+    note()
