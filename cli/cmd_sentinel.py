@@ -129,6 +129,7 @@ def build_service(args: argparse.Namespace) -> _Service:
     output = Path(os.path.abspath(args.output_dir))
     state = Path(os.path.abspath(args.state)) if args.state else output / STATE_NAME
     journal = Journal.load(state)
+    journal.check_writable()
     if args.server:
         return ServerSentinel(args.server, output, journal, use_events=not args.poll)
     return FsSentinel(output, journal, quiet_s=args.quiet_seconds, poll=True if args.poll else None)

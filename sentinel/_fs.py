@@ -133,7 +133,7 @@ class FsSentinel:
             if observer is not None:
                 observer.stop()
                 observer.join(5.0)
-            self.journal.save()
+            self.journal.try_save()
         return self.markers_written
 
     # ------------------------------------------------------------------ loops
@@ -352,7 +352,7 @@ class FsSentinel:
             if group.files and group.due_at(self.quiet_s) <= now:
                 changed |= self._try_mark(key, group, now)
         if changed:
-            self.journal.save()
+            self.journal.try_save()
 
     def _try_mark(self, key: GroupKey, group: _Group, now: float) -> bool:
         folder = self._abs_folder(key)

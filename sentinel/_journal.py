@@ -55,6 +55,7 @@ class Journal:
         self.groups: dict[GroupKey, Marked] = {}
         self.prompts: OrderedDict[str, str] = OrderedDict()
         self.dirty = False
+        self._save_failing = False
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Journal:
@@ -122,8 +123,33 @@ class Journal:
         }
 
     def save(self) -> None:
-        """Atomically replace the journal file if anything changed."""
+        """Atomically replace the journal file if anything changed (raises OSError when it cannot)."""
         if not self.dirty:
             return
         atomic_write_text(self.path, json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
         self.dirty = False
+
+    def try_save(self) -> bool:
+        """:meth:`save` from a service loop: a failure is logged (once per streak) and retried at the next save."""
+        try:
+            self.save()
+        except OSError as exc:
+            if not self._save_failing:
+                logger.error("cannot write the sentinel state %s (%s); will retry", self.path, exc.strerror or exc)
+            self._save_failing = True
+            return False
+        if self._save_failing:
+            logger.info("sentinel state %s written again", self.path)
+        self._save_failing = False
+        return True
+
+    def check_writable(self) -> None:
+        """Write the journal now, so that an unwritable state file is one clear error at start-up."""
+        self.dirty = True
+        try:
+            self.save()
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot write the sentinel state: {exc.strerror or exc} (choose another file with --state)",
+                path=self.path,
+            ) from None

@@ -139,7 +139,7 @@ class ServerSentinel:
         finally:
             if stream is not None:
                 stream.close()
-            self.journal.save()
+            self.journal.try_save()
         return self.markers_written
 
     def _run_once(self) -> None:
@@ -186,7 +186,7 @@ class ServerSentinel:
             self._down_since = None
         for prompt in sorted(prompts, key=lambda p: p.create_time):
             self._accept(prompt)
-        self.journal.save()
+        self.journal.try_save()
         self.ready.set()
         return True
 
@@ -302,7 +302,7 @@ class ServerSentinel:
                 del self._pending[prompt_id]
                 changed = True
         if changed:
-            self.journal.save()
+            self.journal.try_save()
 
     def _given_up(self, pending: _Pending, *, once: bool = False) -> bool:
         """Live: the files stayed missing or open for the grace period. ``--once`` cannot wait: it gives up

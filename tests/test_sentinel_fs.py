@@ -428,3 +428,27 @@ def test_a_marker_that_cannot_be_written_is_retried_not_fatal(
         wait_until((output_dir / "ro" / "frame.done").exists)
     assert len(calls) == 2 and names(output_dir / "ro" / "frame.done") == files
     assert "cannot mark ro/frame yet" in caplog.text and "Permission denied" in caplog.text
+
+
+def test_cli_refuses_an_unwritable_state_file_in_one_line(
+    output_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "no such folder" / "state.json"
+    assert main(["sentinel", "--output-dir", str(output_dir), "--state", str(state), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the sentinel state" in err and "--state" in err
+
+
+def test_a_journal_that_cannot_be_saved_is_retried_not_fatal(
+    output_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal.load(output_dir / ".scene-telemetry-sentinel.json")
+    files = write_batch(output_dir / "a", "frame", 2)
+    age([output_dir / "a" / n for n in files])
+    journal.path = output_dir / "gone" / "state.json"  # its folder does not exist: every save fails
+    service = FsSentinel(output_dir, journal, quiet_s=QUIET)
+    assert service.run(once=True) == 1
+    assert caplog.text.count("cannot write the sentinel state") == 1, "logged once per streak, not per round"
+    assert journal.dirty, "still to be written"
+    journal.path = output_dir / "state.json"
+    assert journal.try_save() and json.loads(journal.path.read_text())["Groups"][0]["Counter"] == 2
