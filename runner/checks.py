@@ -17,6 +17,7 @@ from .scenes import (
     Scene,
     node_id_key,
     nodes_of_class,
+    preview,
     resolve_target,
     workflow_shape_problems,
 )
@@ -48,34 +49,38 @@ def value_problem(spec: list[Any], value: Any) -> str | None:
     options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
     combo = _combo_options(spec)
     if combo is not None:
-        return None if value in combo else f"value {value!r} is not one of {_preview(combo)}"
+        return None if value in combo else f"value {preview(value)} is not one of {_preview(combo)}"
     if kind == "*":
         return None
     if kind == "INT":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-            return f"expected an INT, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _whole(value):
+            return f"expected an INT, got {preview(value)}"
     elif kind == "FLOAT":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return f"expected a FLOAT, got {value!r}"
+            return f"expected a FLOAT, got {preview(value)}"
     elif kind == "STRING":
         if not isinstance(value, str):
-            return f"expected a STRING, got {value!r}"
+            return f"expected a STRING, got {preview(value)}"
     elif kind == "BOOLEAN":
         if not isinstance(value, bool):
-            return f"expected a BOOLEAN, got {value!r}"
+            return f"expected a BOOLEAN, got {preview(value)}"
     else:
-        return f"input of type {kind} needs a link from another node, got the value {value!r}"
+        return f"input of type {kind} needs a link from another node, got the value {preview(value)}"
     if kind in ("INT", "FLOAT"):
         low, high = options.get("min"), options.get("max")
         if isinstance(low, (int, float)) and value < low:
-            return f"value {value!r} is smaller than min {low}"
+            return f"value {preview(value)} is smaller than min {low}"
         if isinstance(high, (int, float)) and value > high:
-            return f"value {value!r} is bigger than max {high}"
+            return f"value {preview(value)} is bigger than max {high}"
     return None
 
 
+def _whole(value: int | float) -> bool:
+    return isinstance(value, int) or value.is_integer()  # float(int) overflows past 1e308
+
+
 def _preview(values: list[Any], limit: int = 8) -> str:
-    shown = ", ".join(repr(v) for v in values[:limit])
+    shown = ", ".join(preview(v) for v in values[:limit])
     return f"[{shown}{', …' if len(values) > limit else ''}] ({len(values)} values)"
 
 

@@ -22,8 +22,10 @@ collector) are patched in by :mod:`runner.patching`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,18 @@ _T = TypeVar("_T")
 
 MAX_INPUT_FILE_BYTES = 16 * 1024 * 1024
 """Workflows, scene lists and mappings are hand-written; anything larger is a mistake."""
+MAX_SCENES = 10_000
+"""Scenes in one scene list: a run of more is split into several runs (each scene is a prompt and a folder)."""
+MAX_VALUE_BYTES = 64 * 1024
+"""A scene field value's size (its text, or the sum over a list/object): a long prompt is a few kB."""
+MAX_NESTING = 64
+"""Levels of lists/objects in any input file: an API workflow needs 4, a scene value a few."""
+MAX_FILE_VALUES = 1_000_000
+"""Values in one input file once YAML aliases are expanded (a 'billion laughs' file expands to 10^9)."""
+MAX_INT_DIGITS = 4300
+"""Python's own limit for int ↔ text conversion (``sys.get_int_max_str_digits``)."""
+PREVIEW_CHARS = 80
+"""Error messages show a value at most this long (:func:`preview`)."""
 
 SCENE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 """Scene ids name output folders: one safe path component, no '..', no separators."""
@@ -88,17 +102,61 @@ class Problem:
 # --------------------------------------------------------------------------- loading
 
 
-def load_data_file(path: str | os.PathLike[str]) -> Any:
-    """Parse a JSON or YAML file (by suffix; unknown suffixes try JSON, then YAML)."""
-    import yaml
+def preview(value: Any) -> str:
+    """A bounded ``repr`` for error messages: at most :data:`PREVIEW_CHARS`, whatever the value's size or depth.
 
+    ``repr`` itself would expand a YAML alias bomb (10^9 strings) or raise on an int of
+    more than 4,300 digits; this never builds more than a few hundred characters.
+    """
+    shown = _PREVIEW.repr(value)
+    return shown if len(shown) <= PREVIEW_CHARS else shown[: PREVIEW_CHARS - 1] + "…"
+
+
+class _BoundedRepr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 64:
+            return f"<integer of {x.bit_length()} bits>"
+        return repr(x)
+
+
+_PREVIEW = _BoundedRepr()
+_PREVIEW.maxlevel, _PREVIEW.maxlist, _PREVIEW.maxdict, _PREVIEW.maxtuple = 3, 4, 4, 4
+_PREVIEW.maxstring, _PREVIEW.maxother = PREVIEW_CHARS, PREVIEW_CHARS
+
+
+def load_data_file(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON or YAML file (by suffix; unknown suffixes try JSON, then YAML), within the input limits.
+
+    Every way a hostile file can fail is :class:`InvalidInputError` with one line: not a
+    regular file or over :data:`MAX_INPUT_FILE_BYTES` (unread), not UTF-8, malformed,
+    nested deeper than :data:`MAX_NESTING`, more than :data:`MAX_FILE_VALUES` values once
+    YAML aliases are expanded, an integer of more than :data:`MAX_INT_DIGITS` digits.
+    """
     source = Path(path)
     raw = read_bounded(source, MAX_INPUT_FILE_BYTES)  # a FIFO or /dev/zero: refused, never blocked on or buffered
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"file is not UTF-8: {exc}", path=source) from exc
-    suffix = source.suffix.lower()
+    try:
+        data = _parse(text, source.suffix.lower())
+    except RecursionError:
+        raise InvalidInputError(f"nested more than {MAX_NESTING} levels deep", path=source) from None
+    except ValueError as exc:  # an integer over Python's 4,300-digit limit (JSON and YAML alike)
+        reason = _first_line(str(exc))
+        if "integer string conversion" in reason:
+            reason = f"an integer has more than {MAX_INT_DIGITS} digits"
+        raise InvalidInputError(reason, path=source) from None
+    problem = tree_problem(data)
+    if problem is not None:
+        raise InvalidInputError(problem, path=source)
+    return data
+
+
+def _parse(text: str, suffix: str) -> Any:
+    """JSON or YAML; a syntax error is one line with its position (InvalidInputError without a path)."""
+    import yaml
+
     try:
         if suffix == ".json":
             return json.loads(text)
@@ -109,11 +167,61 @@ def load_data_file(path: str | os.PathLike[str]) -> Any:
         except json.JSONDecodeError:
             return yaml.safe_load(text)
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path=source
-        ) from exc
+        raise InvalidInputError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except yaml.MarkedYAMLError as exc:
+        where = f" at line {exc.problem_mark.line + 1} column {exc.problem_mark.column + 1}" if exc.problem_mark else ""
+        raise InvalidInputError(f"invalid YAML{where}: {exc.problem or exc.context}") from exc
     except yaml.YAMLError as exc:
-        raise InvalidInputError(f"invalid YAML: {exc}", path=source) from exc
+        raise InvalidInputError(f"invalid YAML: {_first_line(str(exc))}") from exc
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def tree_problem(data: Any, *, max_values: int = MAX_FILE_VALUES) -> str | None:
+    """Why parsed *data* is too big or too deep to use (None when it is fine), without recursion.
+
+    Values are counted as a consumer sees them, so a value reached through several YAML
+    aliases counts every time: the walk stops after *max_values*, long before a
+    'billion laughs' file is expanded.
+    """
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > max_values:
+            return f"more than {max_values:,} values once YAML aliases are expanded (an alias bomb?)"
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_INT_BITS:
+            return f"an integer has more than {MAX_INT_DIGITS} digits"
+        if isinstance(value, (dict, list)):
+            if depth > MAX_NESTING:
+                return f"nested more than {MAX_NESTING} levels deep"
+            children = list(value.keys()) + list(value.values()) if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+_MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))
+
+
+def value_size(value: Any, limit: int = MAX_VALUE_BYTES) -> int:
+    """Approximate size of a scene value in bytes (its texts, plus 8 per other scalar); stops past *limit*."""
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item.encode("utf-8", "surrogatepass"))
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            total += 8
+    return total
 
 
 def _load_parsed(path: str | os.PathLike[str], parse: Callable[[Any], _T]) -> _T:
@@ -174,6 +282,8 @@ def parse_scenes(data: Any) -> list[Scene]:
         data = data["scenes"]
     if not isinstance(data, list) or not data:
         raise InvalidInputError("the scene list must be a non-empty list of scenes (or {'scenes': [...]})")
+    if len(data) > MAX_SCENES:
+        raise InvalidInputError(f"the scene list has {len(data)} scenes (limit {MAX_SCENES}; split the run)")
     scenes: list[Scene] = []
     problems: list[str] = []
     seen: set[str] = set()
@@ -184,13 +294,23 @@ def parse_scenes(data: Any) -> list[Scene]:
             continue
         sid = entry.get("id")
         if not isinstance(sid, str) or not SCENE_ID_RE.match(sid) or ".." in sid:
-            problems.append(f"{where}: 'id' must be 1-120 characters of letters, digits, '.', '_' or '-', got {sid!r}")
+            shown = preview(sid)
+            problems.append(f"{where}: 'id' must be 1-120 characters of letters, digits, '.', '_' or '-', got {shown}")
+            continue
+        oversized = [k for k, v in entry.items() if value_size(v) > MAX_VALUE_BYTES]
+        if oversized:
+            problems.append(
+                f"scene {sid!r} field {preview(oversized[0])}: value is over {MAX_VALUE_BYTES // 1024} KiB "
+                f"(limit {MAX_VALUE_BYTES // 1024} KiB per field value): {preview(entry[oversized[0]])}"
+            )
             continue
         if sid in seen:
             problems.append(f"{where}: duplicate id {sid!r}")
             continue
         seen.add(sid)
         scenes.append(Scene(sid, {k: v for k, v in entry.items() if k != "id"}))
+    if len(problems) == 1:
+        raise InvalidInputError(f"invalid scene list: {problems[0]}")
     if problems:
         raise InvalidInputError("invalid scene list:\n  " + "\n  ".join(problems))
     return scenes
@@ -206,19 +326,20 @@ def parse_target(raw: Any, where: str) -> Target:
     if isinstance(raw, str):
         return _parse_shorthand(raw, where)
     if not isinstance(raw, dict):
-        raise InvalidInputError(f"{where}: a target is an object or a 'selector:name.input' string, got {raw!r}")
+        raise InvalidInputError(f"{where}: a target is an object or a 'selector:name.input' string, got {preview(raw)}")
     chosen = [k for k in ("node", "title", "class") if k in raw]
     unknown = sorted(set(raw) - {"node", "title", "class", "input", "all"})
     if len(chosen) != 1 or unknown:
         raise InvalidInputError(
-            f"{where}: a target needs exactly one of 'node', 'title', 'class' (and 'input'); got keys {sorted(raw)}"
+            f"{where}: a target needs exactly one of 'node', 'title', 'class' (and 'input'); "
+            f"got keys {preview(sorted(map(str, raw)))}"
         )
     key = chosen[0]
     value, input_name = raw[key], raw.get("input")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InvalidInputError(f"{where}: '{key}' must be text, got {value!r}")
+        raise InvalidInputError(f"{where}: '{key}' must be text, got {preview(value)}")
     if not isinstance(input_name, str) or not input_name:
-        raise InvalidInputError(f"{where}: 'input' must be a non-empty input name, got {input_name!r}")
+        raise InvalidInputError(f"{where}: 'input' must be a non-empty input name, got {preview(input_name)}")
     return Target(_SHORTHAND_SELECTORS[key], str(value), input_name, bool(raw.get("all", False)))
 
 
@@ -227,7 +348,7 @@ def _parse_shorthand(raw: str, where: str) -> Target:
     name, dot, input_name = rest.rpartition(".")
     if not sep or kind not in _SHORTHAND_SELECTORS or not dot or not name or not input_name:
         raise InvalidInputError(
-            f"{where}: {raw!r} is not 'id:<node>.<input>', 'title:<title>.<input>' or 'class:<class>.<input>'"
+            f"{where}: {preview(raw)} is not 'id:<node>.<input>', 'title:<title>.<input>' or 'class:<class>.<input>'"
         )
     return Target(_SHORTHAND_SELECTORS[kind], name, input_name)
 
@@ -244,8 +365,8 @@ def parse_mapping(data: Any) -> FieldMapping:
             raise InvalidInputError("the mapping cannot map 'id': it names the scene (map a copy, e.g. 'scene_id')")
         targets = raw if isinstance(raw, list) else [raw]
         if not targets:
-            raise InvalidInputError(f"field {name!r}: empty target list")
-        mapping[str(name)] = [parse_target(t, f"field {name!r}") for t in targets]
+            raise InvalidInputError(f"field {preview(name)}: empty target list")
+        mapping[str(name)] = [parse_target(t, f"field {preview(name)}") for t in targets]
     return mapping
 
 
