@@ -8,7 +8,8 @@ start-up, ``site`` and the editable-install finder excluded: they are paid by an
 Python command). The cases, side by side in one run:
 
 - ``--help``: import the CLI entry and build the full parser (every command registered).
-- ``validate``/``wait``: the same, plus the import the command's run makes.
+- ``validate``/``wait``: the CLI entry and the parser for that command alone (``main``
+  imports only the named command's module), plus the modules the command's run imports.
 - the node code: ``from scene_telemetry.nodes import NODE_CLASS_MAPPINGS`` (what ComfyUI loads).
 - with ``--before REV`` (e.g. the commit before the lazy imports), every case again on
   that revision's files (``git archive``), side by side.
@@ -40,11 +41,15 @@ HEAVY = ("numpy", "PIL", "torch")
 LIGHT_NODE_MODULES = ("scene_telemetry.nodes", "scene_telemetry.nodes._names")
 """The node package itself and its node ids are light; any other module of it is node code."""
 TARGETED = ("--help", "validate", "wait")
-_ENTRY = "import scene_telemetry.cli.main as m; m.build_parser()"
+_ENTRY = (  # a revision before named_command built the full parser for every command line
+    "import scene_telemetry.cli.main as m; "
+    "m.build_parser(m.named_command({argv!r})) if hasattr(m, 'named_command') else m.build_parser()"
+)
 CASES: dict[str, str] = {
-    "--help": _ENTRY,
-    "validate": _ENTRY + "; import scene_telemetry.telemetry._validate",
-    "wait": _ENTRY + "; import scene_telemetry.telemetry._wait",
+    "--help": _ENTRY.format(argv=["--help"]),
+    "validate": _ENTRY.format(argv=["validate", "RUN_DIR"]) + "; import scene_telemetry.telemetry._validate",
+    "wait": _ENTRY.format(argv=["wait", "X.done"])
+    + "; import scene_telemetry.telemetry._wait, scene_telemetry.telemetry._marker",
     "node code": "from scene_telemetry.nodes import NODE_CLASS_MAPPINGS",
 }
 _NOT_OURS = ("site", "encodings", "_frozen_importlib_external", "zipimport")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..telemetry import ui_line
 from ._args import server_url
 from ._console import emit, emit_json
 
@@ -28,6 +27,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..comfy_api.gpu_remote import take_remote_snapshot  # the HTTP client: imported by the command only
+    from ..telemetry import ui_line
 
     snap = take_remote_snapshot(args.label, args.server)
     if args.json:

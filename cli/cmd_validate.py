@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..telemetry import validate_run
 from ._console import emit, emit_json
 
 EXIT_OK = 0
@@ -28,6 +27,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..telemetry import validate_run  # the validator's modules load when it runs, not for --help
+
     report = validate_run(args.run_dir, output_dir=args.output_dir)
     if args.json:
         emit_json(report.to_dict())

@@ -6,7 +6,7 @@ import argparse
 import math
 from typing import Any
 
-from ..telemetry import DoneTimeoutError, wait_for_done
+from ..telemetry import DoneTimeoutError
 from ._console import emit, emit_json, error
 
 EXIT_TIMEOUT = 3
@@ -48,6 +48,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..telemetry import wait_for_done  # loads when the command runs, not for --help
+
     try:
         body = wait_for_done(
             args.path,

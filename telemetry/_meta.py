@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import platform
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -48,6 +47,8 @@ def torch_version() -> str | None:
 
 def versions(comfyui_version: str | None) -> dict[str, Any]:
     """The contract's ``Versions`` object."""
+    import platform  # here, not at module top: every command imports this module, few write documents
+
     return {
         "Package": PACKAGE_VERSION,
         "ComfyUI": comfyui_version,
