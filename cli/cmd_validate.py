@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
-from ._console import emit, emit_json
+from ._console import emit, emit_json, error
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1
@@ -17,7 +18,8 @@ def register(subparsers: Any) -> None:
         "validate",
         help="check run-summary.txt against artifact-metadata.json, the telemetry files and the markers",
         description=f"Exit {EXIT_OK} when every check passes, {EXIT_MISMATCH} on any failed check, "
-        f"{EXIT_UNREADABLE} when an input cannot be read (missing, too big, not UTF-8, malformed JSON).",
+        f"{EXIT_UNREADABLE} when an input cannot be read (missing, too big, not UTF-8, malformed JSON) or "
+        "--output-dir is not a folder.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="folder holding artifact-metadata.json and run-summary.txt")
     parser.add_argument("--output-dir", help="ComfyUI's output directory, to find markers of a headless run")
@@ -29,9 +31,12 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..telemetry import validate_run  # the validator's modules load when it runs, not for --help
 
+    if args.output_dir is not None and not os.path.isdir(args.output_dir):
+        error(f"--output-dir {args.output_dir}: not a folder (it should be ComfyUI's output directory)")
+        return EXIT_UNREADABLE
     report = validate_run(args.run_dir, output_dir=args.output_dir)
     if args.json:
-        emit_json(report.to_dict())
+        emit_json(report.to_dict(problems_only=args.problems))
     else:
         emit(report.render_text(problems_only=args.problems))
     if report.unreadable:

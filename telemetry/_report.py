@@ -13,6 +13,7 @@ skip (does not apply); error (a file cannot be read at all)."""
 FAILING: frozenset[str] = frozenset({"fail", "error"})
 _ORDER: dict[str, int] = {"error": 0, "fail": 1, "warn": 2, "pass": 3, "skip": 4}
 SHORT_VALUE_CHARS = 60
+_PROBLEMS: frozenset[str] = frozenset({"error", "fail", "warn"})
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class CheckRow:
     metadata: str | None = None
     """The value as artifact-metadata.json holds it, rendered like the summary."""
     file: str | None = None
+    labels: tuple[str, str] = ("summary", "metadata")
+    """What ``summary`` and ``metadata`` hold in this row: ("telemetry", "metadata") for a telemetry file
+    against its metadata entry, ("marker", "scene") for a marker against the scene's Frames."""
 
 
 def row(
@@ -41,9 +45,10 @@ def row(
     summary: str | None = None,
     metadata: str | None = None,
     file: str | None = None,
+    labels: tuple[str, str] = ("summary", "metadata"),
 ) -> CheckRow:
     """Shorthand for :class:`CheckRow` with the values as keywords."""
-    return CheckRow(check, scene, field, verdict, message, summary, metadata, file)
+    return CheckRow(check, scene, field, verdict, message, summary, metadata, file, labels)
 
 
 def short(value: str | None, limit: int = SHORT_VALUE_CHARS) -> str | None:
@@ -86,21 +91,22 @@ class ValidationReport:
             f"{c['warn']} warning(s), {c['skip']} skipped"
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (``scene-telemetry validate --json``)."""
+    def to_dict(self, *, problems_only: bool = False) -> dict[str, Any]:
+        """JSON-serialisable form (``scene-telemetry validate --json``); counts always cover every row."""
+        rows = [r for r in self.rows if r.verdict in _PROBLEMS] if problems_only else self.rows
         return {
             "run_dir": self.run_dir,
             "ok": self.ok,
             "unreadable": self.unreadable,
             "counts": self.counts(),
-            "rows": [asdict(r) for r in self.rows],
+            "rows": [asdict(r) for r in rows],
         }
 
     def render_text(self, *, problems_only: bool = False) -> str:
         """The verdict line, then one line per row, problems first."""
         rows = sorted(self.rows, key=lambda r: _ORDER[r.verdict])
         if problems_only:
-            rows = [r for r in rows if r.verdict in ("error", "fail", "warn")]
+            rows = [r for r in rows if r.verdict in _PROBLEMS]
         return "\n".join([f"{self.run_dir}: {self.verdict_line()}", *(_row_text(r) for r in rows)])
 
 
@@ -108,7 +114,8 @@ def _row_text(r: CheckRow) -> str:
     where = f"[{r.scene}] " if r.scene is not None else ""
     text = f"{r.verdict.upper():5} {r.check:17} {where}{r.field}"
     if r.summary is not None or r.metadata is not None:
-        text += f": summary={short(r.summary) or '-'} metadata={short(r.metadata) or '-'}"
+        left, right = r.labels
+        text += f": {left}={short(r.summary) or '-'} {right}={short(r.metadata) or '-'}"
     if r.message:
         text += f" - {r.message}"
     return text + (f" ({r.file})" if r.file else "")

@@ -217,6 +217,7 @@ def telemetry_rows(run_dir: Path, scene: Mapping[str, Any]) -> list[CheckRow]:
                 summary=short(in_file),
                 metadata=short(in_metadata),
                 file=str(path),
+                labels=("telemetry", "metadata"),
             )
         )
     if not differences:
@@ -318,6 +319,7 @@ def _marker_body_rows(
                 summary=_dump(in_marker),
                 metadata=_dump(in_scene),
                 file=str(path),
+                labels=("marker", "scene"),
             )
         )
     problems = marker_mismatches(path, body)

@@ -406,6 +406,7 @@ def test_report_renders_and_serialises(run: Run) -> None:
     assert bad[0] | {"file": None} == {
         "check": "retry-budget", "scene": "s01", "field": "SceneRetryBudget", "verdict": "fail",
         "message": "summary and metadata disagree", "summary": "3", "metadata": "1", "file": None,
+        "labels": ["summary", "metadata"],
     }  # fmt: skip
     text = report.render_text(problems_only=True).splitlines()
     assert text[0].endswith("FAILED: " + report.verdict_line().split(": ", 1)[1])
