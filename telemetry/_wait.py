@@ -17,6 +17,7 @@ import fnmatch
 import logging
 import math
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -30,10 +31,15 @@ DEFAULT_POLL_INTERVAL_S = 0.5
 
 
 def resolve_marker_path(path: str | os.PathLike[str]) -> Path:
-    """A ``.done`` path as given, or the single ``*.done`` in a folder."""
+    """A ``.done`` path as given, or the single ``*.done`` in a folder (one that may not exist yet).
+
+    A path that is neither (a frame, a video) can never become a marker: :class:`MarkerError` at once.
+    """
     target = Path(path)
-    if target.suffix == ".done" or not target.is_dir():
+    if target.suffix == ".done":
         return target
+    if os.path.exists(target) and not target.is_dir():
+        raise MarkerError("is a file, not a <name>.done marker or a folder: it can never become a marker", path=target)
     markers = sorted(target.glob("*.done"))
     if len(markers) > 1:
         names = ", ".join(m.name for m in markers[:5])
@@ -44,6 +50,27 @@ def resolve_marker_path(path: str | os.PathLike[str]) -> Path:
 
 def _is_pattern(marker: Path) -> bool:
     return "*" in marker.name
+
+
+def never_a_marker(marker: Path) -> str | None:
+    """Why the named marker path can never verify (a folder, a file over the marker cap), or None.
+
+    Waiting out the timeout on these only hides the mistake: the caller fails at once.
+    """
+    from ._marker import MAX_MARKER_BYTES
+
+    try:
+        info = marker.stat()
+    except OSError:
+        return None  # not there (yet), or a dangling link: a marker may still land
+    if stat.S_ISDIR(info.st_mode):
+        return "is a folder, not a marker file: it can never become a marker"
+    if stat.S_ISREG(info.st_mode) and info.st_size > MAX_MARKER_BYTES:
+        return (
+            f"is {info.st_size} bytes, over the {MAX_MARKER_BYTES // 1048576} MiB a marker can be: "
+            "it can never verify (name the .done file or its folder)"
+        )
+    return None
 
 
 def _check(
@@ -150,7 +177,9 @@ def wait_for_done(
     Returns the marker body once the marker validates and every listed file has
     the listed size; with *prompt_id*, only a marker from that prompt counts.
     Raises :class:`DoneTimeoutError` (with the last problem seen) after *timeout*
-    seconds.
+    seconds, and :class:`MarkerError` at once for a path that can never become a
+    marker (a file not named ``.done``, a folder named ``x.done``, a file over the
+    marker cap).
     """
     if not math.isfinite(timeout) or timeout < 0 or not math.isfinite(poll_interval) or poll_interval <= 0:
         raise InvalidInputError(
@@ -166,6 +195,9 @@ def wait_for_done(
             body, problem = _check(marker, prompt_id, named)
             if body is not None:
                 return body
+            hopeless = None if _is_pattern(marker) else never_a_marker(marker)
+            if hopeless is not None:
+                raise MarkerError(hopeless, path=marker)
             if observer is None and use_events and marker.parent.is_dir():
                 observer = _start_observer(marker, inbox)
                 use_events = observer is not None

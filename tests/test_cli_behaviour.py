@@ -61,3 +61,73 @@ def test_validate_json_honours_problems(run: Run, capsys: pytest.CaptureFixture[
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] and {r["verdict"] for r in report["rows"]} <= {"fail", "error", "warn"}
     assert report["counts"]["pass"] > 0  # the counts still describe the whole report
+
+
+# --- wait ----------------------------------------------------------------------------------------------------------
+
+
+def _scene(output_dir: Path, prompt_id: str | None = "p1") -> Path:
+    import numpy as np
+    from scene_telemetry.telemetry import SceneContext, write_frames_with_marker
+
+    images = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    return write_frames_with_marker(
+        images, output_dir, "s/frame", context=SceneContext(prompt_id=prompt_id)
+    ).marker_path
+
+
+@pytest.mark.parametrize("what", ["png", "folder-named-done", "50-MB-done"])
+def test_wait_fails_at_once_on_what_can_never_become_a_marker(
+    output_dir: Path, what: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    marker = _scene(output_dir)
+    if what == "png":
+        path = next(marker.parent.glob("*.png"))
+    elif what == "folder-named-done":
+        path = output_dir / "x.done"
+        path.mkdir()
+    else:
+        path = output_dir / "big.done"
+        with path.open("wb") as handle:
+            handle.truncate(50 * 1024 * 1024)
+    started = time.monotonic()
+    assert main(["wait", str(path), "--timeout", "30", "--json"]) == 2
+    assert time.monotonic() - started < 5
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "never" in err, err
+    result = json.loads(out)
+    assert result["ok"] is False and result["exit_code"] == 2 and result["reason"] == "not-a-marker"
+
+
+def test_wait_json_writes_a_result_on_timeout(output_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["wait", str(output_dir / "frame.done"), "--timeout", "0.2", "--json"]) == 3
+    result = json.loads(capsys.readouterr().out)
+    assert result == {
+        "ok": False,
+        "exit_code": 3,
+        "reason": "timeout",
+        "path": str(output_dir / "frame.done"),
+        "problem": "frame.done does not exist yet",
+    }
+
+
+def test_wait_never_prints_prompt_none(output_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    marker = _scene(output_dir, prompt_id=None)
+    assert main(["wait", str(marker), "--timeout", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("done: 2 file(s), ") and "None" not in out and "prompt" not in out
+
+
+def test_wait_for_a_folder_that_does_not_exist_yet(output_dir: Path) -> None:
+    import threading
+
+    from scene_telemetry.telemetry import wait_for_done
+
+    thread = threading.Timer(0.2, lambda: _scene(output_dir))
+    thread.start()
+    try:
+        assert wait_for_done(output_dir / "s", 10, poll_interval=0.05)["FrameCount"] == 2
+    finally:
+        thread.join()
