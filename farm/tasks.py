@@ -1,0 +1,183 @@
+"""The farm's one task: a scene on this worker's ComfyUI server, its record written into the shared run folder.
+
+The message carries everything the scene needs (workflow, mapping, scene, policy, run id, run folder);
+the worker knows its server. The scene runs through the same core as ``run``
+(:class:`runner.scene.SceneExecutor`), its frames (remote: copied through ``/view``) go to
+``RUN_DIR/<scene-id>/`` and its record to ``RUN_DIR/.farm/scenes/<scene-id>.json`` (atomically, last):
+that file is the scene's completion on shared storage, which ``farm submit`` waits for.
+
+**At most once to completion.** The message is acknowledged only after the record is written. A
+redelivered message (its worker was killed) finds the scene's state in ``RUN_DIR/.farm/state/<scene-id>/``:
+a scene that already has its record is not run again; a prompt the same server still has is
+re-attached (deterministic prompt ids); a prompt another server may still run is stopped there first.
+An ``executionError`` or ``serverLost`` within the retry budget is sent back to the queue as the next
+attempt, so an idle worker (another server) usually takes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from ..comfy_api.client import ComfyClient
+from ..runner.attempt import abandon
+from ..runner.options import RunOptions
+from ..runner.policy import QueuePolicy
+from ..runner.scene import SceneExecutor
+from ..runner.scenes import FieldMapping, Scene, Target
+from ..runner.state import RunState
+from ..telemetry import RETRYABLE_REASONS, ClientError, atomic_write_text, iso_utc, utc_now
+from .redact import redact_url
+from .servers import FarmServer
+
+logger = logging.getLogger(__name__)
+
+FARM_DIR = ".farm"
+RECORDS = f"{FARM_DIR}/scenes"
+STATES = f"{FARM_DIR}/state"
+PROBE_TIMEOUT_S = 2.0
+DOWN_BACKOFF_S = 3.0
+"""A worker whose server does not answer puts the scene back and pauses this long before taking another
+(the Celery side's quarantine: its server is probed with every scene it is offered)."""
+CONFIG_KEY = "scene_telemetry_worker"
+"""``app.conf`` key of this worker's :class:`WorkerConfig` (set by ``farm worker`` before it starts)."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker knows that a message does not: its server, and where the shared run folders are here."""
+
+    server: FarmServer
+    out_root: str | None = None
+    """This machine's mount of the shared folder: a run folder ``NAME`` is ``out_root/NAME`` (None: the
+    message's absolute path, the same mount on every machine)."""
+    comfy_output_dir: str | None = None
+    server_grace_s: float = 60.0
+    hostname: str = socket.gethostname()
+
+
+def mapping_to_json(mapping: FieldMapping) -> dict[str, list[dict[str, Any]]]:
+    return {name: [asdict(t) for t in targets] for name, targets in mapping.items()}
+
+
+def mapping_from_json(data: dict[str, list[dict[str, Any]]]) -> FieldMapping:
+    return {name: [Target(**t) for t in targets] for name, targets in data.items()}
+
+
+def record_path(run_dir: Path, scene_id: str) -> Path:
+    return run_dir / RECORDS / f"{scene_id}.json"
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A scene's record, or None when there is none yet (or a torn one, which cannot happen: atomic writes)."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("Document"), dict) else None
+
+
+def run_dir_of(payload: dict[str, Any], config: WorkerConfig) -> Path:
+    if config.out_root:
+        return Path(config.out_root) / str(payload["run_name"])
+    return Path(str(payload["run_dir"]))
+
+
+def register(app: Celery) -> None:
+    """Add the scene task to *app* (late ack, re-queued when its worker process is lost)."""
+
+    @app.task(name="scene_telemetry.farm.run_scene", bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    def run_scene(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        config: WorkerConfig = self.app.conf[CONFIG_KEY]
+        return execute(payload, config, requeue=lambda next_payload: _requeue(self.app, next_payload))
+
+
+def _requeue(app: Celery, payload: dict[str, Any]) -> None:
+    task_id = f"{payload['run_id']}:{payload['scene']['id']}:{payload['attempt']}"
+    app.send_task("scene_telemetry.farm.run_scene", args=[payload], task_id=task_id)
+
+
+def execute(payload: dict[str, Any], config: WorkerConfig, *, requeue: Any) -> dict[str, Any]:
+    """Run one scene (or recognise it as done); write its record; the summary the task returns."""
+    run_dir = run_dir_of(payload, config)
+    scene = Scene(str(payload["scene"]["id"]), dict(payload["scene"]["values"]))
+    path = record_path(run_dir, scene.id)
+    existing = read_record(path)
+    if existing is not None:
+        logger.info("scene %s already has its record (a redelivered message); not run again", scene.id)
+        return {"scene": scene.id, "exit_reason": existing["Document"].get("HistoryExitReason"), "duplicate": True}
+    if not _server_answers(config.server.url):
+        logger.warning("scene %s: server %s does not answer; back to the queue", scene.id, config.server.label)
+        requeue(payload)  # nothing ran: the retry budget is not spent
+        time.sleep(DOWN_BACKOFF_S)  # this worker holds no scene meanwhile, so the others take it first
+        return {"scene": scene.id, "requeued": True, "reason": "server down"}
+    run_id = str(payload["run_id"])
+    state = RunState.load(run_dir / STATES / scene.id, run_id)
+    _stop_elsewhere(state, scene.id, config)
+    entry = state.scenes.setdefault(scene.id, {"PromptIds": [], "Document": None})
+    entry["Server"] = config.server.url
+    state.save()
+    options = RunOptions(
+        server=config.server.url,
+        run_dir=run_dir,
+        policy=QueuePolicy(**payload["policy"]),
+        run_id=run_id,
+        comfy_output_dir=Path(config.comfy_output_dir) if config.comfy_output_dir else None,
+        resume=True,
+        gpu_snapshots=bool(payload.get("gpu_snapshots", True)),
+        comfyui_version=config.server.comfyui_version,
+        server_grace_s=config.server_grace_s,
+    )
+    client = ComfyClient(config.server.url)
+    executor = SceneExecutor(
+        client,
+        payload["workflow"],
+        mapping_from_json(payload["mapping"]),
+        options,
+        state,
+        fields=config.server.record_fields(),
+    )
+    attempt = int(payload.get("attempt", 1))
+    retries_left = int(payload.get("retries_left", 0))
+    first = max(attempt, len(state.prompt_ids(scene.id)) + 1)  # a prompt the server still has is re-attached
+    outcome = executor.run(scene, first_attempt=first, retry_here=False)
+    retryable = outcome.exit_reason in RETRYABLE_REASONS or outcome.exit_reason == "serverLost"
+    if not outcome.ok and retryable and retries_left > 0:
+        used = int(outcome.document.get("SceneAttempts") or first)
+        logger.warning("scene %s: %s on %s; back to the queue", scene.id, outcome.exit_reason, config.server.label)
+        requeue({**payload, "attempt": used + 1, "retries_left": retries_left - 1})
+        return {"scene": scene.id, "exit_reason": outcome.exit_reason, "requeued": True}
+    record = {
+        "SceneId": scene.id,
+        "Worker": config.hostname,
+        "FinishedAt": iso_utc(utc_now()),
+        "Document": outcome.document,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    return {"scene": scene.id, "exit_reason": outcome.exit_reason, "ok": outcome.ok}
+
+
+def _server_answers(url: str) -> bool:
+    try:
+        ComfyClient(url).system_stats(timeout_s=PROBE_TIMEOUT_S)
+    except ClientError:
+        return False
+    return True
+
+
+def _stop_elsewhere(state: RunState, scene_id: str, config: WorkerConfig) -> None:
+    """A redelivered scene whose last prompt went to another server: stop it there (bounded, best effort)."""
+    previous = state.scenes.get(scene_id, {}).get("Server")
+    ids = state.prompt_ids(scene_id)
+    if not isinstance(previous, str) or previous == config.server.url or not ids:
+        return
+    logger.warning("scene %s was on %s when its worker was lost; stopping it there", scene_id, redact_url(previous))
+    abandon(ComfyClient(previous, request_timeout_s=5.0), scene_id, ids[-1])
