@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from ._console import error
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a writer whose reader (``| head -1``) went away."""
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -65,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code: int = args.func(args)
+    except BrokenPipeError:
+        return _reader_gone()
     except TelemetryError as exc:
         error(str(exc))
         return EXIT_FAILURE
@@ -72,3 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         error("interrupted")
         return 130
     return code
+
+
+def _reader_gone() -> int:
+    """stdout's reader exited (``scene-telemetry demo | head -1``): stop quietly, like a Unix filter.
+
+    Python ignores SIGPIPE, so the write raised BrokenPipeError; stdout now points at
+    the null device so that the interpreter's final flush cannot raise again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout has no file descriptor (embedded, redirected to an object)
+        pass
+    return EXIT_BROKEN_PIPE

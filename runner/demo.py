@@ -46,13 +46,27 @@ def _node(name: str) -> Any:
     return NODE_CLASS_MAPPINGS[f"SceneTelemetry_{name}"]()
 
 
+def fresh_folder_name(out_dir: Path, scene_id: str) -> str:
+    """*scene_id*, or ``<scene_id>-2``, ``-3`` … when that folder already holds something.
+
+    A second demo into the same ``--out`` gets its own scene folder: frames piled up
+    beside an earlier run's would be frames its marker does not list.
+    """
+    name, n = scene_id, 1
+    while (out_dir / name).exists() and any((out_dir / name).iterdir()):
+        n += 1
+        name = f"{scene_id}-{n}"
+    return name
+
+
 def run_demo(out_dir: Path, frames: int, width: int, height: int, scene_id: str) -> DemoResult:
-    """Run the graph EmptyImage-like → [snapshot] → WriteDoneMarker → [collector → validator]."""
+    """Run the graph EmptyImage-like → [snapshot] → WriteDoneMarker → [collector → validator] in a fresh folder."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    folder = fresh_folder_name(out_dir, scene_id)
     previous = os.environ.get(FALLBACK_OUTPUT_ENV)
     os.environ[FALLBACK_OUTPUT_ENV] = str(out_dir)
     try:
-        outputs = _run_graph(synthetic_frames(frames, width, height), scene_id)
+        outputs = _run_graph(synthetic_frames(frames, width, height), scene_id, folder)
     finally:
         if previous is None:
             os.environ.pop(FALLBACK_OUTPUT_ENV, None)
@@ -62,13 +76,13 @@ def run_demo(out_dir: Path, frames: int, width: int, height: int, scene_id: str)
     return DemoResult(marker.parent, sorted(marker.parent.iterdir()), outputs)
 
 
-def _run_graph(images: Any, scene_id: str) -> dict[str, Any]:
+def _run_graph(images: Any, scene_id: str, folder: str) -> dict[str, Any]:
     outputs: dict[str, Any] = {}
     names = set(NODE_CLASS_MAPPINGS)
     before = None
     if "SceneTelemetry_GPUSnapshot" in names:
         images, before = _node("GPUSnapshot").snapshot(images, "before")["result"]
-    done = _node("WriteDoneMarker").write(f"{scene_id}/frame", images=images, scene_id=scene_id)
+    done = _node("WriteDoneMarker").write(f"{folder}/frame", images=images, scene_id=scene_id)
     outputs["done_marker"] = done["result"][0]
     if "SceneTelemetry_GPUSnapshot" in names:
         _, after = _node("GPUSnapshot").snapshot(images, "after")["result"]

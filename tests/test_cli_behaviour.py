@@ -131,3 +131,82 @@ def test_wait_for_a_folder_that_does_not_exist_yet(output_dir: Path) -> None:
         assert wait_for_done(output_dir / "s", 10, poll_interval=0.05)["FrameCount"] == 2
     finally:
         thread.join()
+
+
+# --- piping into head -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["demo", "--frames", "2"], ["gpu"], ["contract"]])
+def test_a_closed_pipe_is_quiet(tmp_path: Path, command: list[str]) -> None:
+    """``scene-telemetry demo | head -1`` once head has exited: no BrokenPipeError traceback, exit 141 (SIGPIPE's)."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    argv = [*command, "--out", str(tmp_path / "demo")] if command[0] == "demo" else command
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "scene_telemetry.cli", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 141, done.stderr
+
+
+# --- demo ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--frames", "-1"], "--frames"),
+        (["--frames", "0"], "--frames"),
+        (["--width", "100000", "--height", "100000"], "--width"),
+        (["--width", "16384", "--height", "16384", "--frames", "1000"], "GiB"),
+        (["--scene-id", "../escape"], "--scene-id"),
+    ],
+    ids=["frames-negative", "frames-zero", "huge-frame", "huge-batch", "scene-id-escape"],
+)
+def test_demo_usage_errors_are_exit_2_with_one_line(
+    tmp_path: Path, argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--out", str(tmp_path / "demo"), *argv])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err.splitlines()[-1] and "Traceback" not in err
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("kind", ["existing-file", "proc"])
+def test_demo_unwritable_out_is_exit_2_with_one_line(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if kind == "existing-file":
+        out = tmp_path / "file"
+        out.write_text("x")
+    else:
+        out = Path("/proc/nope")
+    assert main(["demo", "--out", str(out), "--frames", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out) in err
+
+
+def test_a_second_demo_starts_a_fresh_scene_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--frames", "3"]) == 0
+    assert main(["demo", "--out", str(out), "--frames", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    folders = [line.split(": ", 1)[1] for line in lines if line.startswith("scene folder")]
+    assert [Path(f).name for f in folders] == ["demo-scene", "demo-scene-2"]
+    for folder in folders:
+        assert len(list(Path(folder).glob("*.png"))) == 3
+        assert validate_run(folder).ok
