@@ -343,3 +343,23 @@ def test_a_huge_exit_detail_is_cut_in_the_table(tmp_path, capsys):
     detail = next(r for r in page.rows if r and r[1] == "scene-0001")[-1]
     assert len(detail) == 300 and detail.endswith("…")
     assert text.count("x" * 2100) == 0  # nowhere on the page in full (the tooltip holds 2,000 characters)
+
+
+def test_farm_run_with_report_shows_one_lane_per_server(tmp_path, capsys):
+    (tmp_path / "wf.json").write_text(json.dumps(RUN_WORKFLOW))
+    (tmp_path / "scenes.json").write_text(json.dumps([{"id": f"s{i}", "seed": i} for i in range(4)]))
+    (tmp_path / "map.json").write_text(json.dumps({"seed": "id:2.seed"}))
+    argv = ["run", str(tmp_path / "wf.json"), "--scenes", str(tmp_path / "scenes.json")]
+    argv += ["--mapping", str(tmp_path / "map.json"), "--out", str(tmp_path / "run"), "--no-gpu", "--fast-iteration"]
+    scenario = Scenario(run_seconds=0.2)
+    with FakeComfy(scenario, output_dir=tmp_path / "o1") as a, FakeComfy(scenario, output_dir=tmp_path / "o2") as b:
+        code = main([*argv, "--server", a.url, "--server", b.url, "--report"])
+    assert code == 0, capsys.readouterr()
+    assert f"report: {tmp_path / 'run' / REPORT_NAME}" in capsys.readouterr().out
+    view = load_run(tmp_path / "run")
+    assert view.kind == "farm run" and {s.server for s in view.scenes} == {a.url, b.url}
+    assert all(s.server_detail and s.server_detail.startswith("srv-") for s in view.scenes)
+    text = (tmp_path / "run" / REPORT_NAME).read_text("utf-8")
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', text).group(1))
+    assert sorted(data["timeline"]["servers"]) == sorted([a.url, b.url]) and len(data["timeline"]["start"]) == 4
+    assert 'Validator: <span class="word">PASSED</span>' in text
