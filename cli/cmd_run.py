@@ -112,12 +112,10 @@ def run(args: argparse.Namespace) -> int:
             gpu_snapshots=not args.no_gpu,
         )
     except InvalidInputError as exc:
-        error(str(exc))
-        return EXIT_USAGE
+        return _fail(args, _failure(str(exc)))
     monitor = open_monitor(args, source="run")
     if isinstance(monitor, str):
-        error(monitor)
-        return EXIT_USAGE
+        return _fail(args, _failure(monitor))
     started = time.monotonic()
     code, result = EXIT_USAGE, None
     try:
@@ -235,16 +233,38 @@ def _say(args: argparse.Namespace, event: dict[str, Any], text: str) -> None:
         emit(text, stream=sys.stderr)
 
 
+def _failure(reason: str) -> PrepareFailure:
+    """A usage error found by the command itself (policy values, monitoring options) as a PrepareFailure."""
+    from ..runner.prepare import PrepareFailure
+
+    return PrepareFailure("usage", reason, EXIT_USAGE)
+
+
 def _fail(args: argparse.Namespace, failure: PrepareFailure) -> int:
-    """Print why the run did not start (JSON event first with --json) and return its exit code."""
-    if failure.stage == "invalid":
-        if args.json:
-            emit_json({"event": "invalid", "problems": list(failure.problems)})
-        for problem in failure.problems:
-            error(problem)
-    elif args.json and failure.stage != "input":
-        emit_json({"event": "failed", "stage": failure.stage, "reason": failure.reason})
+    """Print why the run did not start and return its exit code; with --json, the ``result`` event too.
+
+    ``--json`` is one contract for every outcome: a run that never started also ends with
+    ``{"event": "result", "ok": false, "exit_code", "stage", "reason", "problems", "scenes": []…}``.
+    """
+    for problem in failure.problems:
+        error(problem)
     error(failure.reason)
+    if args.json:
+        emit_json(
+            {
+                "event": "result",
+                "run_id": args.run_id,
+                "run_dir": str(args.out),
+                "ok": False,
+                "exit_code": failure.exit_code,
+                "validation_ok": None,
+                "report": None,
+                "scenes": [],
+                "stage": failure.stage,
+                "reason": failure.reason,
+                "problems": list(failure.problems),
+            }
+        )
     return failure.exit_code
 
 

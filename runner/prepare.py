@@ -29,7 +29,7 @@ from .workflow_format import editor_required_classes, editor_to_api, is_editor_w
 EXIT_USAGE = 2
 EXIT_WORKFLOW_INVALID = 13
 
-Stage = Literal["input", "out", "preflight", "invalid", "resume"]
+Stage = Literal["usage", "input", "out", "preflight", "invalid", "resume"]
 
 
 @dataclass(frozen=True)

@@ -210,3 +210,72 @@ def test_a_second_demo_starts_a_fresh_scene_folder(tmp_path: Path, capsys: pytes
     for folder in folders:
         assert len(list(Path(folder).glob("*.png"))) == 3
         assert validate_run(folder).ok
+
+
+# --- run --json: one contract for every outcome -----------------------------------------------------------------------
+
+
+def _run_files(
+    tmp_path: Path, scenes: str = "- id: a\n  seed: 3\n", mapping: str = '{"seed": "id:2.seed"}'
+) -> list[str]:
+    workflow = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ImageAddNoise", "inputs": {"image": ["1", 0], "seed": 1, "strength": 0.5}},
+        "3": {
+            "class_type": "SceneTelemetry_WriteDoneMarker",
+            "inputs": {"images": ["2", 0], "filename_prefix": "x/frame", "scene_id": ""},
+        },
+    }
+    (tmp_path / "wf.json").write_text(json.dumps(workflow))
+    (tmp_path / "scenes.yaml").write_text(scenes)
+    (tmp_path / "map.json").write_text(mapping)
+    return [
+        str(tmp_path / "wf.json"),
+        "--scenes",
+        str(tmp_path / "scenes.yaml"),
+        "--mapping",
+        str(tmp_path / "map.json"),
+    ]
+
+
+def _last_event(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    lines = capsys.readouterr().out.splitlines()
+    assert lines, "nothing on stdout"
+    events = [json.loads(line) for line in lines]
+    assert all("event" in e for e in events)
+    result: dict[str, object] = events[-1]
+    return result
+
+
+RESULT_KEYS = {"event", "run_id", "run_dir", "ok", "exit_code", "validation_ok", "report", "scenes"}
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "stage"),
+    [("bad-scene-file", 2, "input"), ("bad-policy", 2, "usage"), ("no-server", 10, "preflight")],
+)
+def test_run_json_ends_with_the_result_event_when_the_run_never_starts(
+    tmp_path: Path, case: str, code: int, stage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _run_files(tmp_path, scenes="- id: ../x\n" if case == "bad-scene-file" else "- id: a\n  seed: 3\n")
+    argv += ["--out", str(tmp_path / "run"), "--json", "--server", "http://127.0.0.1:9", "--run-id", "r1"]
+    if case == "bad-policy":
+        argv += ["--max-wait-seconds", "-3"]
+    assert main(["run", *argv]) == code
+    result = _last_event(capsys)
+    assert RESULT_KEYS <= set(result) and result["event"] == "result"
+    assert result["ok"] is False and result["exit_code"] == code and result["stage"] == stage and result["scenes"] == []
+    assert result["run_id"] == "r1" and isinstance(result["reason"], str)
+
+
+def test_run_json_invalid_mapping_lists_the_problems_in_the_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fake_comfy import FakeComfy, Scenario
+
+    argv = _run_files(tmp_path, mapping='{"seed": "id:2.sead"}')
+    with FakeComfy(Scenario()) as fake:
+        code = main(["run", *argv, "--out", str(tmp_path / "run"), "--json", "--server", fake.url, "--no-gpu"])
+    result = _last_event(capsys)
+    assert code == 13 and result["event"] == "result" and result["exit_code"] == 13 and result["stage"] == "invalid"
+    assert isinstance(result["problems"], list) and "has no input 'sead'" in result["problems"][0]
