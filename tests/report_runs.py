@@ -5,10 +5,9 @@ document comes from the real collector function and then gets a headless
 runner's fields, the way ``scene-telemetry run`` merges them. Times are laid out
 on a synthetic clock ending now, so the timeline has something to show.
 
-``GPU.VramPeakMB`` (contract 1.1) is written when asked for. So are a farm's per-scene
-``ServerUrl``/``ServerInstanceId``/``ServerDevice``; the documents of such a run are
-written *without* the writer's contract check, so that they can be made whether or
-not the contract in this checkout has those fields yet.
+``GPU.VramPeakMB`` and a farm's per-scene ``ServerUrl``/``ServerInstanceId``/``ServerDevice``
+(contract 1.1) are written when asked for. :func:`write_unchecked` writes documents
+*without* the writer's contract check, for tests of bad input.
 """
 
 from __future__ import annotations
@@ -148,12 +147,7 @@ def make_runner_run(run_dir: Path, layout: Layout = Layout()) -> Path:
         if layout.peak and scene["GPU"]["VramAfterMB"] is not None:
             scene["GPU"]["VramPeakMB"] = scene["GPU"]["VramAfterMB"] + 4000 + 97 * (index % 50)
         scenes.append(scene)
-    if layout.servers:
-        metadata = build_run_metadata([], run_id="bench-run", writer="runner", comfyui_version="0.8.0")
-        metadata.update(Scenes=scenes, SceneCount=len(scenes))
-        write_unchecked(run_dir, metadata)
-    else:
-        write_run(run_dir, build_run_metadata(scenes, run_id="bench-run", writer="runner", comfyui_version="0.8.0"))
+    write_run(run_dir, build_run_metadata(scenes, run_id="bench-run", writer="runner", comfyui_version="0.8.0"))
     return run_dir
 
 

@@ -125,6 +125,7 @@ def test_farm_run_shows_servers_peak_and_a_timeline(tmp_path):
     assert data["timeline"]["servers"] == [f"http://gpu-{i}.farm.local:8188" for i in range(3)]
     assert len(data["timeline"]["start"]) == 9
     assert 'id="plot-timeline"' in text
+    assert result.ok, result.validation.render_text(problems_only=True)  # the farm's fields are contract 1.1
 
 
 def test_every_value_from_the_folder_is_escaped(tmp_path, capsys):
