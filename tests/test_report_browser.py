@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,14 @@ INKED_PIXELS_JS = """(id) => Array.from(document.querySelectorAll('#' + id + ' c
 })"""
 
 
-def inked(page: Page, plot_id: str) -> int:
-    counts: list[int] = page.evaluate(INKED_PIXELS_JS, plot_id)
-    return sum(counts)
+def inked(page: Page, plot_id: str, *, enough: int = 500, wait_s: float = 5.0) -> int:
+    """Non-transparent canvas pixels of a plot, waiting up to *wait_s* for *enough* (a loaded machine draws late)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        counts: list[int] = page.evaluate(INKED_PIXELS_JS, plot_id)
+        if sum(counts) > enough or time.monotonic() > deadline:
+            return sum(counts)
+        page.wait_for_timeout(100)
 
 
 def column(page: Page, index: int) -> list[str]:
