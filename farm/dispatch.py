@@ -32,6 +32,7 @@ from ..runner.scene import SceneExecutor
 from ..runner.scenes import FieldMapping, Scene
 from ..runner.state import RunState
 from ..telemetry import RETRYABLE_REASONS, ClientError, iso_utc, utc_now
+from .pace import Busy, Pace, others_can_absorb
 from .servers import FarmServer
 from .stats import ServerStats
 
@@ -87,6 +88,7 @@ class _Job:
     """A server the scene should go to first (``--resume``: where its last prompt went)."""
     last: SceneOutcome | None = None
     """The outcome of its latest placement (kept when no server is left to retry it)."""
+    started: float = 0.0
 
 
 @dataclass
@@ -95,6 +97,9 @@ class _Slot:
     stats: ServerStats
     consecutive_failures: int = 0
     quarantined_until: float | None = None
+    pace: Pace = field(default_factory=Pace)
+    started: list[float] = field(default_factory=list)
+    """Start times of this server's scenes in flight."""
 
 
 class Dispatcher:
@@ -221,6 +226,8 @@ class Dispatcher:
                 if job is not None:
                     self._pending.remove(job)
                     self._running += 1
+                    job.started = time.monotonic()
+                    slot.started.append(job.started)
                     return job
                 self._cond.wait(_IDLE_WAIT_S)
 
@@ -234,11 +241,26 @@ class Dispatcher:
                 continue
             if job.prefer is not None and job.prefer != url and job.prefer in usable:
                 continue
+            if not job.tried and self._leave_to_faster(slot):
+                return None
             return job
         for job in self._pending:
             if not [u for u in usable if u not in job.tried]:
                 return job
         return None
+
+    def _leave_to_faster(self, slot: _Slot) -> bool:
+        """Earliest finish (:mod:`farm.pace`): the others would run every waiting scene before this slot ends one."""
+        if slot.pace.seconds is None:
+            return False
+        now = time.monotonic()
+        others = [
+            Busy(s.pace.seconds, tuple(s.started), self.per_server)
+            for s in self.slots.values()
+            if s is not slot and s.quarantined_until is None
+        ]
+        waiting = sum(1 for job in self._pending if not job.tried)
+        return others_can_absorb(waiting, now + slot.pace.seconds, now, others)
 
     def _nobody_usable(self) -> bool:
         return self._running == 0 and all(s.quarantined_until is not None for s in self.slots.values())
@@ -263,6 +285,9 @@ class Dispatcher:
         stats = slot.stats
         with self._cond:
             self._running -= 1
+            slot.started.remove(job.started)
+            if outcome.ok:
+                slot.pace.observe(elapsed)
             stats.scenes += 1
             stats.busy_s += elapsed
             job.tried.add(slot.server.url)

@@ -12,6 +12,7 @@ import pytest
 from fake_comfy import FakeComfy, Scenario, fake_servers
 from scene_telemetry.cli.main import main
 from scene_telemetry.farm.dispatch import Dispatcher, SharedRunState
+from scene_telemetry.farm.pace import Busy, Pace, others_can_absorb
 from scene_telemetry.farm.servers import FarmServer, instance_id, load_servers_file
 from scene_telemetry.runner.options import RunOptions
 from scene_telemetry.runner.policy import QueuePolicy
@@ -176,3 +177,17 @@ def test_servers_file_bad_line_is_one_clear_error(tmp_path: Path) -> None:
         load_servers_file(path)
     path.write_text("http://10.0.0.1:8188  # gpu0\n\nhttp://10.0.0.2:8188\n")
     assert load_servers_file(path) == ["http://10.0.0.1:8188", "http://10.0.0.2:8188"]
+
+
+def test_a_slow_server_leaves_the_last_scenes_to_faster_ones() -> None:
+    now = 100.0
+    fast_idle = Busy(0.5, (), 1)
+    assert others_can_absorb(2, now + 2.0, now, [fast_idle])  # 4 scenes fit before the slow one would end
+    assert not others_can_absorb(5, now + 2.0, now, [fast_idle])
+    assert not others_can_absorb(1, now + 2.0, now, [Busy(None, (), 1)])  # no pace yet: never counted on
+    fast_busy = Busy(0.5, (now - 0.4,), 1)  # free in 0.1 s: 3 more by now + 2
+    assert others_can_absorb(3, now + 2.0, now, [fast_busy]) and not others_can_absorb(4, now + 2.0, now, [fast_busy])
+    pace = Pace()
+    pace.observe(1.0)
+    pace.observe(2.0)
+    assert pace.seconds == pytest.approx(1.3)
