@@ -23,6 +23,7 @@ from ..telemetry import (
     ExitReason,
     OutOfTimeError,
     PromptRejected,
+    ServerError,
     ServerUnavailable,
 )
 from .options import ABANDON_TIMEOUT_S, SUBMIT_TRIES
@@ -120,6 +121,8 @@ def _submit_or_end(
         return AttemptResult(prompt_id, None, exc)
     except ServerUnavailable as exc:
         return AttemptResult(prompt_id, CompletionResult.never_ran("serverLost", f"POST /prompt: {exc}"))
+    except ServerError as exc:  # answered every try, never usably (HTTP 5xx, HTML): up, but broken
+        return AttemptResult(prompt_id, CompletionResult.never_ran("serverError", str(exc)))
     except OutOfTimeError as exc:
         # The prompt may be queued: it is stopped like one that ran out of time.
         return AttemptResult(prompt_id, CompletionResult.never_ran("maxWait", str(exc)))
@@ -160,7 +163,7 @@ def submit_prompt(
     if deadline.expired():
         raise OutOfTimeError(f"POST /prompt did not complete within {budget}{f': {last}' if last else ''}")
     assert last is not None
-    raise ServerUnavailable(f"POST /prompt failed {SUBMIT_TRIES} times: {last}")
+    raise ServerError(f"POST /prompt failed {SUBMIT_TRIES} times: {last}")
 
 
 def known_to_server(client: ComfyClient, prompt_id: str, deadline: Deadline | None = None) -> bool:

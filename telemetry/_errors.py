@@ -13,6 +13,7 @@
     └── ClientError            the headless runner could not talk to ComfyUI
         ├── ServerUnavailable  connection refused (lost once past the grace period)
         ├── ServerTimeout      no reply in time: slow, not dead
+        ├── ServerError        the server answered, but never usably (HTTP 5xx, an HTML page) ``serverError``
         ├── HttpStatusError    an unexpected HTTP status (.status)
         └── PromptRejected     POST /prompt refused the graph (.error_type, .node_errors)
 
@@ -34,6 +35,7 @@ __all__ = [
     "MarkerError",
     "OutOfTimeError",
     "PromptRejected",
+    "ServerError",
     "ServerTimeout",
     "ServerUnavailable",
     "TelemetryError",
@@ -102,6 +104,14 @@ class ServerUnavailable(ClientError):
 
 class ServerTimeout(ClientError):
     """No reply within the request timeout: the server is slow, not necessarily dead."""
+
+
+class ServerError(ClientError):
+    """Every try of a request got an answer, but none usable (HTTP 5xx, an HTML or malformed body).
+
+    Not :class:`ServerUnavailable`: the server (or a proxy in front of it) is up and answering; the
+    runner records it as ``serverError``, keeping ``serverLost`` for refused connections and restarts.
+    """
 
 
 class HttpStatusError(ClientError):

@@ -19,6 +19,7 @@ ExitReason = Literal[
     "interrupted",
     "serverLost",
     "validationError",
+    "serverError",
 ]
 EXIT_REASONS: tuple[ExitReason, ...] = get_args(ExitReason)
 

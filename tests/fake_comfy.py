@@ -103,6 +103,9 @@ class Scenario:
     """Answer 200 with these node_errors (outputs dropped by validation; the prompt is not queued)."""
     reject: str | None = None
     """Answer 400 with a recorded rejection: 'bad_input' or 'invalid_node'."""
+    prompt_fault: str | None = None
+    """Answer POST /prompt without queuing anything: '500' (HTTP 500, aiohttp's text page) or 'html' (HTTP 200
+    with an HTML page, as a proxy or login wall in front of ComfyUI answers)."""
 
 
 @dataclass
@@ -479,6 +482,11 @@ class FakeComfy:
             return web.Response(status=500, text="500 Internal Server Error")
         self.submissions.append(body)
         scenario = self._scenarios[min(len(self.submissions) - 1, len(self._scenarios) - 1)]
+        if scenario.prompt_fault == "500":
+            return web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
+        if scenario.prompt_fault == "html":
+            page = "<!DOCTYPE html><html><body><h1>Sign in</h1></body></html>"
+            return web.Response(text=page, content_type="text/html")
         if scenario.reject is not None:
             recorded = _load_json(f"transcripts/error_{scenario.reject}.json")
             return web.json_response(recorded["prompt_reply"], status=recorded["prompt_status"])
