@@ -148,6 +148,7 @@ def run_farm(
         writer="runner",
         comfyui_version=options.comfyui_version,
     )
+    metadata["Servers"] = [stats.contract() for stats in result.servers]  # run-summary.txt: one line each
     write_run(options.run_dir, metadata)
     report = validate_run(options.run_dir, output_dir=options.comfy_output_dir)
     result.validation_ok, result.validation_report = bool(report.ok), report.to_dict()

@@ -32,6 +32,19 @@ class ServerStats:
             f"{self.busy_s:.3f} s busy{quarantined}"
         )
 
+    def contract(self) -> dict[str, Any]:
+        """The run document's ``Servers`` entry (contract 1.1 ``FarmServer``)."""
+        return {
+            "InstanceId": self.instance_id,
+            "Url": self.url,
+            "Device": self.device,
+            "Scenes": self.scenes,
+            "Failures": self.failures,
+            "BusySeconds": round(self.busy_s, 3),
+            "Quarantines": self.quarantines,
+            "LeftOut": self.left_out,
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "url": self.url,

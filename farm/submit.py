@@ -228,8 +228,9 @@ def _finish(request: SubmitRequest, run_id: str, scenes: list[Scene], *, queued:
         writer="runner",
         comfyui_version=next((v for v in versions if isinstance(v, str)), None),
     )
+    result.servers = stats_from_documents(s.document for s in result.scenes)
+    metadata["Servers"] = [stats.contract() for stats in result.servers]  # run-summary.txt: one line each
     write_run(request.out, metadata)
     report = validate_run(request.out)
     result.validation_ok, result.validation_report = bool(report.ok), report.to_dict()
-    result.servers = stats_from_documents(s.document for s in result.scenes)
     return result

@@ -13,7 +13,7 @@ from ._contract import DOCUMENT_KINDS, load_schema
 
 BEGIN = "<!-- fields:begin -->"
 END = "<!-- fields:end -->"
-_OBJECT_DEFS = ("Versions", "File", "GPU", "Device", "System", "RamSample", "Frames")
+_OBJECT_DEFS = ("Versions", "File", "GPU", "Device", "System", "RamSample", "Frames", "FarmServer")
 
 
 def _type_text(prop: dict[str, Any]) -> str:

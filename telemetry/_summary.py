@@ -223,6 +223,7 @@ def render_summary(metadata: Mapping[str, Any]) -> str:
     """Render a (contract-valid) artifact-metadata document as ``run-summary.txt`` text."""
     lines = [TITLE_LINE, SOURCE_LINE]
     lines += [f"{f.key}={format_value(f.kind, lookup(metadata, f.path))}" for f in RUN_FIELDS]
+    lines += [server_line(server) for server in metadata.get("Servers") or []]
     for scene in metadata["Scenes"]:
         lines += ["", f"[scene {escape(str(scene['SceneId']))}]"]
         for spec in SCENE_FIELDS:
@@ -230,6 +231,19 @@ def render_summary(metadata: Mapping[str, Any]) -> str:
             lines.append(f"{spec.key}={format_value(spec.kind, value)}")
         lines += [f"{WARNING_PREFIX}{escape(note)}" for note in scene["System"]["FallbackNotes"]]
     return "\n".join(lines) + "\n"
+
+
+def server_line(server: Mapping[str, Any]) -> str:
+    """One ``# server …`` line of a farm run (``Servers``): a comment, so format-1 readers skip it."""
+    device = f" ({escape(str(server['Device']))})" if server.get("Device") else ""
+    where = f"# server {escape(str(server['InstanceId']))} {escape(str(server['Url']))}{device}: "
+    if server.get("LeftOut"):
+        return where + f"left out: {escape(str(server['LeftOut']))}"
+    quarantined = f", quarantined {server['Quarantines']}x" if server.get("Quarantines") else ""
+    return where + (
+        f"{server['Scenes']} scene(s), {server['Failures']} failure(s), "
+        f"{float(server['BusySeconds']):.{SECONDS_DECIMALS}f} s busy{quarantined}"
+    )
 
 
 @dataclass

@@ -144,7 +144,9 @@ def test_scenes_run_on_every_worker_and_the_run_validates(
     assert sum(s["scenes"] for s in result["servers"]) == 6
     assert len(a.submissions) + len(b.submissions) == 6
     assert validate_run(tmp_path / "run").ok
-    assert "run-summary.txt" in os.listdir(tmp_path / "run")
+    summary = (tmp_path / "run" / "run-summary.txt").read_text()
+    servers = [line for line in summary.splitlines() if line.startswith("# server ")]
+    assert len(servers) == 2 and all(f" {fake.url} " in "".join(servers) for fake in (a, b))
     _assert_no_secret(tmp_path, redis_server, proc.stdout, proc.stderr, workers.logs())
     status = subprocess.run(
         [sys.executable, "-m", "scene_telemetry.cli", "farm", "status", "--broker", redis_server.url, "--json"],

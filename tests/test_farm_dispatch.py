@@ -155,6 +155,10 @@ def test_run_with_several_servers_leaves_out_one_without_the_node_class(
     result = json.loads(out.out.strip().splitlines()[-1])
     assert result["ok"] and result["validation_ok"] and len(result["servers"]) == 3
     assert validate_run(tmp_path / "run").ok
+    summary = (tmp_path / "run" / "run-summary.txt").read_text()
+    lines = [line for line in summary.splitlines() if line.startswith("# server ")]
+    assert len(lines) == 3 and sum("left out: " in line for line in lines) == 1
+    assert all(" 0 failure(s)" in line for line in lines if "left out" not in line)
     servers = {s["url"]: s for s in result["servers"]}
     assert servers[lacking.url]["left_out"] and servers[a.url]["scenes"] + servers[b.url]["scenes"] == 4
 
