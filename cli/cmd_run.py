@@ -17,13 +17,14 @@ Exit codes (also in docs/runner.md):
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..comfy_api.preflight import DEFAULT_MIN_FREE_VRAM_MB
+from ..comfy_api.preflight import DEFAULT_MIN_FREE_VRAM_MB, DEFAULT_PREFLIGHT_BUDGET_S
 from ..runner.policy import add_policy_arguments, describe_policy, policy_from_args
 from ..telemetry import InvalidInputError
 from ._args import server_url
@@ -85,6 +86,13 @@ def register(subparsers: Any) -> None:
         help="warn below this much free VRAM (default %(default)g, 0 = off)",
     )
     parser.add_argument("--no-gpu", action="store_true", help="skip the server-side GPU snapshots")
+    parser.add_argument(
+        "--preflight-budget-seconds",
+        type=_budget,
+        default=DEFAULT_PREFLIGHT_BUDGET_S,
+        metavar="S",
+        help="all of preflight (/system_stats tries, /object_info) ends within S seconds (default %(default)g)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable events and result on stdout")
     parser.add_argument("--report", action="store_true", help="write RUN_DIR/report.html at the end (see 'report')")
     add_policy_arguments(parser)
@@ -110,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             min_free_vram_mb=args.min_free_vram_mb,
             gpu_snapshots=not args.no_gpu,
+            preflight_budget_s=args.preflight_budget_seconds,
         )
     except InvalidInputError as exc:
         return _fail(args, _failure(str(exc)))
@@ -174,9 +183,10 @@ def _announce(args: argparse.Namespace, prepared: PreparedRun) -> None:
             "scenes": len(prepared.scenes),
             "policy": policy.as_dict(),
             "scene_worst_case_seconds": round(worst, 3),
+            "preflight_budget_seconds": args.preflight_budget_seconds,
         },
         f"run {options.run_id}: {len(prepared.scenes)} scene(s), {describe_policy(policy)}; "
-        f"each scene ends within {worst:g} s",
+        f"preflight within {args.preflight_budget_seconds:g} s, each scene ends within {worst:g} s",
     )
 
 
@@ -231,6 +241,17 @@ def _say(args: argparse.Namespace, event: dict[str, Any], text: str) -> None:
         emit_json(event)
     else:
         emit(text, stream=sys.stderr)
+
+
+def _budget(text: str) -> float:
+    """A finite number of seconds > 0 (``--preflight-budget-seconds``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds > 0")
+    return value
 
 
 def _failure(reason: str) -> PrepareFailure:

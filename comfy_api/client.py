@@ -186,8 +186,8 @@ class ComfyClient:
     def system_stats(self, *, timeout_s: float | None = None) -> dict[str, Any]:
         return self._get_json("/system_stats", timeout_s=timeout_s)
 
-    def object_info(self) -> dict[str, Any]:
-        return self._get_json("/object_info")
+    def object_info(self, *, timeout_s: float | None = None) -> dict[str, Any]:
+        return self._get_json("/object_info", timeout_s=timeout_s)
 
     def queue(self, *, timeout_s: float | None = None) -> dict[str, Any]:
         return self._get_json("/queue", timeout_s=timeout_s)

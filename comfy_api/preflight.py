@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..nodes._names import node_id
-from ..telemetry import ClientError
+from ..telemetry import ClientError, Deadline
 
 logger = logging.getLogger(__name__)
 
 SYSTEM_STATS_TRIES = 3
 SYSTEM_STATS_DELAY_S = 0.5
 """The issue's budget: 3 tries, 500 ms apart (a server that is still binding its port gets a second)."""
+DEFAULT_PREFLIGHT_BUDGET_S = 15.0
+"""All of preflight (every /system_stats try, /object_info) shares this deadline: a server that accepts TCP
+and never answers ends preflight here, not after 3 x the 30 s request timeout (``--preflight-budget-seconds``)."""
 
 DEFAULT_MIN_FREE_VRAM_MB = 2048
 """Below this much free VRAM a video model will offload or fail; warn (configurable, 0 = off)."""
@@ -38,9 +41,9 @@ _MIB = 1024 * 1024
 class PreflightClient(Protocol):
     """What preflight needs from :class:`comfy_api.client.ComfyClient`."""
 
-    def system_stats(self) -> dict[str, Any]: ...
+    def system_stats(self, *, timeout_s: float | None = None) -> dict[str, Any]: ...
 
-    def object_info(self) -> dict[str, Any]: ...
+    def object_info(self, *, timeout_s: float | None = None) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -77,18 +80,26 @@ def fetch_system_stats(
     tries: int = SYSTEM_STATS_TRIES,
     delay_s: float = SYSTEM_STATS_DELAY_S,
     sleep: Callable[[float], None] = time.sleep,
+    deadline: Deadline | None = None,
 ) -> tuple[dict[str, Any] | None, int, str | None]:
-    """``/system_stats`` with retries: (reply or None, tries used, last error)."""
+    """``/system_stats`` with retries, each within what is left of *deadline*.
+
+    Returns (reply or None, tries used, last error).
+    """
     last_error = None
+    used = 0
     for attempt in range(1, tries + 1):
+        if deadline is not None and deadline.expired():
+            break
+        used = attempt
         try:
-            return client.system_stats(), attempt, None
+            return client.system_stats(timeout_s=None if deadline is None else deadline.left()), attempt, None
         except ClientError as exc:
             last_error = str(exc)
             logger.debug("system_stats try %d/%d failed: %s", attempt, tries, exc)
         if attempt < tries:
-            sleep(delay_s)
-    return None, tries, last_error
+            sleep(delay_s if deadline is None else min(delay_s, deadline.left()))
+    return None, used, last_error
 
 
 def missing_classes(object_info: dict[str, Any], required: Iterable[str]) -> list[str]:
@@ -122,18 +133,23 @@ def run_preflight(
     tries: int = SYSTEM_STATS_TRIES,
     delay_s: float = SYSTEM_STATS_DELAY_S,
     sleep: Callable[[float], None] = time.sleep,
+    budget_s: float = DEFAULT_PREFLIGHT_BUDGET_S,
 ) -> PreflightReport:
-    """Every preflight check, in order; stops at the first failure."""
+    """Every preflight check, in order, all within *budget_s*; stops at the first failure."""
     report = PreflightReport()
-    stats, used, last_error = fetch_system_stats(client, tries=tries, delay_s=delay_s, sleep=sleep)
+    deadline = Deadline.after(budget_s)
+    stats, used, last_error = fetch_system_stats(client, tries=tries, delay_s=delay_s, sleep=sleep, deadline=deadline)
     report.system_stats_tries = used
     if stats is None:
-        reason = f"server {server} did not answer /system_stats after {tries} tries: {last_error}"
+        within = f"within the {budget_s:g} s preflight budget" if deadline.expired() else f"after {used} tries"
+        reason = f"server {server} did not answer /system_stats {within} ({used} tries): {last_error}"
         report.failure = PreflightFailure(EXIT_SERVER_UNREACHABLE, reason)
         return report
     report.system_stats = stats
     try:
-        report.object_info = client.object_info()
+        if deadline.expired():
+            raise ClientError(f"no time left of the {budget_s:g} s preflight budget")
+        report.object_info = client.object_info(timeout_s=deadline.left())
     except ClientError as exc:
         report.failure = PreflightFailure(EXIT_OBJECT_INFO_FAILED, f"server {server}: /object_info failed: {exc}")
         return report

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..comfy_api.client import ComfyClient
-from ..comfy_api.preflight import DEFAULT_MIN_FREE_VRAM_MB, run_preflight
+from ..comfy_api.preflight import DEFAULT_MIN_FREE_VRAM_MB, DEFAULT_PREFLIGHT_BUDGET_S, run_preflight
 from ..telemetry import InvalidInputError, utc_now
 from .checks import check_mapping, check_workflow, required_classes
 from .options import RunOptions, scene_worst_case_s
@@ -47,6 +47,7 @@ class RunRequest:
     resume: bool = False
     min_free_vram_mb: float = DEFAULT_MIN_FREE_VRAM_MB
     gpu_snapshots: bool = True
+    preflight_budget_s: float = DEFAULT_PREFLIGHT_BUDGET_S
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,13 @@ def prepare_run(request: RunRequest, *, warn: Callable[[str], None] = lambda _: 
     run_id = request.run_id or (read_state_run_id(request.out) if request.resume else None) or new_run_id()
     client = ComfyClient(request.server)
     classes = editor_required_classes(inputs.workflow) if inputs.editor else required_classes(inputs.workflow)
-    report = run_preflight(client, classes, server=request.server, min_free_vram_mb=request.min_free_vram_mb)
+    report = run_preflight(
+        client,
+        classes,
+        server=request.server,
+        min_free_vram_mb=request.min_free_vram_mb,
+        budget_s=request.preflight_budget_s,
+    )
     for warning in report.warnings:
         warn(warning)
     if report.failure is not None:
