@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,17 +132,25 @@ def test_a_quarantined_server_is_probed_and_takes_scenes_again(tmp_path: Path, s
     assert stats[flaky.url].quarantines == 1 and stats[flaky.url].scenes >= 3
 
 
-def _cli(tmp_path: Path, urls: list[str], *extra: str) -> int:
+def _cli_files(tmp_path: Path) -> None:
     (tmp_path / "wf.json").write_text(json.dumps(WORKFLOW))
     (tmp_path / "scenes.json").write_text(json.dumps([{"id": f"s{i}", "seed": i} for i in range(4)]))
     (tmp_path / "mapping.json").write_text(json.dumps({"seed": "id:2.seed"}))
+
+
+def _cli_args(tmp_path: Path, urls: list[str]) -> list[str]:
     args = ["run", str(tmp_path / "wf.json"), "--scenes", str(tmp_path / "scenes.json")]
     args += ["--mapping", str(tmp_path / "mapping.json"), "--out", str(tmp_path / "run"), "--run-id", "r1"]
     args += ["--max-wait-seconds", "5", "--history-poll-interval-seconds", "0.05"]
     args += ["--post-execution-timeout-seconds", "1", "--no-gpu", "--json"]
     for url in urls:
         args += ["--server", url]
-    return main([*args, *extra])
+    return args
+
+
+def _cli(tmp_path: Path, urls: list[str], *extra: str) -> int:
+    _cli_files(tmp_path)
+    return main([*_cli_args(tmp_path, urls), *extra])
 
 
 def test_run_with_several_servers_leaves_out_one_without_the_node_class(
@@ -195,3 +206,28 @@ def test_a_slow_server_leaves_the_last_scenes_to_faster_ones() -> None:
     pace.observe(1.0)
     pace.observe(2.0)
     assert pace.seconds == pytest.approx(1.3)
+
+
+def test_a_farm_run_killed_mid_scene_resumes_and_runs_no_scene_twice(tmp_path: Path, start: Any) -> None:
+    """The in-process twin of a worker killed mid-scene: SIGKILL the run, then --resume re-attaches."""
+    a = start(Scenario(run_seconds=1.5), output_dir=tmp_path / "o1")
+    b = start(Scenario(run_seconds=1.5), output_dir=tmp_path / "o2")
+    _cli_files(tmp_path)
+    args = [sys.executable, "-m", "scene_telemetry.cli", *_cli_args(tmp_path, [a.url, b.url])]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (a.submissions and b.submissions) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert a.submissions and b.submissions, "the run never reached both servers"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    in_flight = {body["prompt_id"] for body in a.submissions + b.submissions}
+    assert main(_cli_args(tmp_path, [a.url, b.url]) + ["--resume"]) == 0
+    bodies = a.submissions + b.submissions
+    assert len(bodies) == 4 and len({body["prompt_id"] for body in bodies}) == 4  # nothing queued twice
+    metadata = json.loads((tmp_path / "run" / "artifact-metadata.json").read_text())
+    assert sorted(d["SceneId"] for d in metadata["Scenes"]) == ["s0", "s1", "s2", "s3"]
+    assert in_flight <= {d["PromptId"] for d in metadata["Scenes"]}  # the killed scenes were re-attached
+    assert validate_run(tmp_path / "run").ok
