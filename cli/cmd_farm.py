@@ -19,6 +19,7 @@ from ..telemetry import InvalidInputError
 from ._args import server_url
 from ._console import emit, emit_json, error
 from ._farm_run import positive_seconds
+from ._monitor_options import add_monitoring_arguments
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -69,6 +70,7 @@ def _register_worker(commands: Any) -> None:
         help="refused connections for this long mean the server is lost (serverLost: the scene goes back to the "
         "queue); default %(default)g",
     )
+    add_monitoring_arguments(parser)
     parser.set_defaults(func=_worker)
 
 
@@ -128,6 +130,8 @@ def _worker(args: argparse.Namespace) -> int:
         server_grace_s=args.server_grace_seconds,
         visibility_timeout_s=args.visibility_timeout_seconds or _default_visibility(),
         loglevel="INFO" if args.verbose else "WARNING",
+        metrics_port=args.metrics_port,
+        webhooks=tuple(args.webhook),
     )
 
 

@@ -22,9 +22,12 @@ import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
+
+if TYPE_CHECKING:
+    from ..monitoring import Monitor
 
 from ..comfy_api.client import ComfyClient
 from ..runner.attempt import abandon
@@ -61,6 +64,47 @@ class WorkerConfig:
     comfy_output_dir: str | None = None
     server_grace_s: float = 60.0
     hostname: str = socket.gethostname()
+    metrics_port: int | None = None
+    """``--metrics-port``: Prometheus metrics of this worker's scenes (served by its pool process)."""
+    webhooks: tuple[str, ...] = ()
+    """``--webhook``: a signed event per scene end."""
+
+
+_monitor: Monitor | None = None
+"""The pool process's monitor (opened when the process starts: threads do not survive the fork)."""
+
+
+def open_monitor(config: WorkerConfig) -> None:
+    """``worker_process_init``: start this process's metrics endpoint and webhook sender, if asked for."""
+    global _monitor
+    if config.metrics_port is None and not config.webhooks:
+        return
+    from ..monitoring import Monitor
+
+    try:
+        _monitor = Monitor.from_options(config.metrics_port, list(config.webhooks), source="farm-worker")
+    except OSError as exc:
+        logger.warning("monitoring not started: --metrics-port %s: %s", config.metrics_port, exc)
+        return
+    _monitor.server_up(config.server.label, True)
+
+
+def close_monitor() -> None:
+    """``worker_process_shutdown``: queued webhook events get the monitor's short grace, then it stops."""
+    global _monitor
+    if _monitor is not None:
+        _monitor.close()
+        _monitor = None
+
+
+def _scene_ended(document: dict[str, Any], run_id: str, config: WorkerConfig) -> None:
+    if _monitor is None:
+        return
+    try:
+        _monitor.scene_ended(document, run_id=run_id)
+        _monitor.server_up(config.server.label, document.get("HistoryExitReason") != "serverLost")
+    except Exception:  # monitoring must never fail a scene
+        logger.warning("monitoring failed for scene %s", document.get("SceneId"), exc_info=True)
 
 
 def mapping_to_json(mapping: FieldMapping) -> dict[str, list[dict[str, Any]]]:
@@ -162,6 +206,7 @@ def execute(payload: dict[str, Any], config: WorkerConfig, *, requeue: Any) -> d
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    _scene_ended(outcome.document, run_id, config)
     return {"scene": scene.id, "exit_reason": outcome.exit_reason, "ok": outcome.ok}
 
 

@@ -56,15 +56,27 @@ def run_worker(
     visibility_timeout_s: float,
     server_grace_s: float = 60.0,
     loglevel: str = "WARNING",
+    metrics_port: int | None = None,
+    webhooks: tuple[str, ...] = (),
 ) -> int:
     """Consume scenes until stopped (SIGTERM: finish the scene, then stop); the worker's exit code."""
+    from celery.signals import worker_process_init, worker_process_shutdown
+
     from .celery_app import QUEUE, make_app
-    from .tasks import CONFIG_KEY, WorkerConfig
+    from .tasks import CONFIG_KEY, WorkerConfig, close_monitor, open_monitor
 
     app = make_app(broker_url, visibility_timeout_s=visibility_timeout_s)
-    app.conf[CONFIG_KEY] = WorkerConfig(
-        server, out_root=out_root, comfy_output_dir=comfy_output_dir, server_grace_s=server_grace_s
+    config = WorkerConfig(
+        server,
+        out_root=out_root,
+        comfy_output_dir=comfy_output_dir,
+        server_grace_s=server_grace_s,
+        metrics_port=metrics_port,
+        webhooks=webhooks,
     )
+    app.conf[CONFIG_KEY] = config
+    worker_process_init.connect(lambda **_: open_monitor(config), weak=False)
+    worker_process_shutdown.connect(lambda **_: close_monitor(), weak=False)
     logger.warning(
         "farm worker for %s (%s, %s) on broker %s",
         server.label,

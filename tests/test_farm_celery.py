@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,9 +39,10 @@ class Workers:
         self.folder = folder
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, broker: str, server: str, name: str) -> subprocess.Popen[bytes]:
+    def start(self, broker: str, server: str, name: str, *extra: str) -> subprocess.Popen[bytes]:
         log = (self.folder / f"{name}.log").open("wb")
         args = [sys.executable, "-m", "scene_telemetry.cli", "farm", "worker", "--broker", broker, "--server", server]
+        args += extra
         args += ["--visibility-timeout-seconds", str(VISIBILITY_S), "--server-grace-seconds", "1"]
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -113,6 +116,12 @@ def _result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _records(run: Path) -> list[Path]:
     return sorted((run / ".farm" / "scenes").glob("*.json"))
 
@@ -134,7 +143,8 @@ def test_scenes_run_on_every_worker_and_the_run_validates(
 ) -> None:
     a = start(Scenario(run_seconds=0.3), output_dir=tmp_path / "o1")
     b = start(Scenario(run_seconds=0.3), output_dir=tmp_path / "o2")
-    workers.start(redis_server.url, a.url, "a")
+    port = _free_port()
+    workers.start(redis_server.url, a.url, "a", "--metrics-port", str(port))
     workers.start(redis_server.url, b.url, "b")
     proc = _submit(tmp_path, redis_server.url, 6)
     assert proc.returncode == 0, proc.stderr + workers.logs()
@@ -159,6 +169,10 @@ def test_scenes_run_on_every_worker_and_the_run_validates(
     assert report["queued"] == [] and len(report["workers"]) == 2
     assert sum(w["finished"] for w in report["workers"]) >= 6 and all(w["running"] == [] for w in report["workers"])
     assert redis_server.password not in status.stdout + status.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        metrics = reply.read().decode()
+    ran_on_a = sum(1 for s in result["scenes"] if s["server"] == a.url)
+    assert f'scene_telemetry_scenes_total{{exit_reason="success"}} {float(ran_on_a)}' in metrics
 
 
 def test_a_worker_killed_mid_scene_loses_no_scene_and_runs_none_twice(
