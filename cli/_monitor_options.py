@@ -59,7 +59,8 @@ def add_monitoring_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="URL",
-        help="POST a JSON event to URL when a scene or the run ends (repeatable); signed with "
+        help="POST a JSON event to URL when a scene or the run ends (sentinel: per marker written; "
+        "repeatable); signed with "
         "$SCENE_TELEMETRY_WEBHOOK_SECRET when set; never delays the command",
     )
 

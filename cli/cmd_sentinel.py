@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import sentinel
 from ..sentinel import DEFAULT_QUIET_S, STATE_NAME, FsSentinel, Journal, ServerSentinel
 from ..telemetry import InvalidInputError
 from ._args import server_url
 from ._console import emit, error
+from ._monitor_options import add_monitoring_arguments, open_monitor
+
+if TYPE_CHECKING:
+    from ..monitoring import Monitor
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+STOP_GRACE_S = 0.5
+"""A stopping service gives queued webhook events at most this long; ``--once`` gives them the monitor's
+usual grace. Marker events go out as markers are written, so little is ever queued at the end."""
+STOP_BUDGET_S = 1.0
+"""After SIGTERM/SIGINT, that grace ends at the latest this long after the signal: the service itself may
+take 1.5 s to stop (a request to a stalled server) and the process must be gone within 2 s."""
 
 
 class _Service(Protocol):
@@ -56,6 +68,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, required: bool) -> Non
     )
     parser.add_argument("--state", help=f"state journal (default OUTPUT_DIR/{STATE_NAME})")
     parser.add_argument("--once", action="store_true", help="mark what is pending, then exit (cron)")
+    add_monitoring_arguments(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -104,8 +117,9 @@ def _configure_logging() -> None:
 
 
 @contextmanager
-def _stop_on_signals(service: _Service) -> Iterator[None]:
-    """SIGTERM/SIGINT (and SIGBREAK on Windows) ask the service to stop; the old handlers come back after."""
+def _stop_on_signals(service: _Service, signalled: list[float]) -> Iterator[None]:
+    """SIGTERM/SIGINT (and SIGBREAK on Windows) ask the service to stop; the old handlers come back after.
+    The first signal's time (monotonic) is appended to *signalled*."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -114,6 +128,8 @@ def _stop_on_signals(service: _Service) -> Iterator[None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %d: stopping", signum)
+        if not signalled:
+            signalled.append(time.monotonic())
         service.stop()
 
     previous = {s: signal.signal(s, handler) for s in wanted}
@@ -124,15 +140,29 @@ def _stop_on_signals(service: _Service) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def build_service(args: argparse.Namespace) -> _Service:
-    """The sentinel the arguments describe (raises InvalidInputError for a bad output dir or state file)."""
+def build_service(args: argparse.Namespace, monitor: Monitor | None = None) -> _Service:
+    """The sentinel the arguments describe (raises InvalidInputError for a bad output dir or state file).
+
+    With a *monitor*, each marker written is counted and posted, and server mode reports whether the
+    server answered (``scene_telemetry_server_up``)."""
     output = Path(os.path.abspath(args.output_dir))
     state = Path(os.path.abspath(args.state)) if args.state else output / STATE_NAME
     journal = Journal.load(state)
     journal.check_writable()
+    on_marker = None
+    if monitor is not None:
+
+        def on_marker(path: Path, document: Mapping[str, Any]) -> None:
+            monitor.marker_written(document, path=str(path))
+
     if args.server:
-        return ServerSentinel(args.server, output, journal, use_events=not args.poll)
-    return FsSentinel(output, journal, quiet_s=args.quiet_seconds, poll=True if args.poll else None)
+        on_server = None if monitor is None else functools.partial(monitor.server_up, args.server)
+        return ServerSentinel(
+            args.server, output, journal, use_events=not args.poll, on_marker=on_marker, on_server=on_server
+        )
+    return FsSentinel(
+        output, journal, quiet_s=args.quiet_seconds, poll=True if args.poll else None, on_marker=on_marker
+    )
 
 
 def service_command(sentinel_args: list[str]) -> list[str]:
@@ -166,6 +196,10 @@ def service_command(sentinel_args: list[str]) -> list[str]:
         command += ["--quiet-seconds", f"{ns.quiet_seconds:g}"]
     if ns.state:
         command += ["--state", os.path.abspath(ns.state)]
+    if ns.metrics_port is not None:
+        command += ["--metrics-port", str(ns.metrics_port)]
+    for url in ns.webhook:
+        command += ["--webhook", url]
     return command
 
 
@@ -205,6 +239,28 @@ def run_install(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_service(args: argparse.Namespace, monitor: Monitor, signalled: list[float]) -> int | None:
+    """Build and run the service; None (after one error line) when the arguments are refused."""
+    try:
+        service = build_service(args, monitor)
+    except InvalidInputError as exc:
+        error(str(exc))
+        return None
+    with _stop_on_signals(service, signalled):
+        return service.run(once=args.once)
+
+
+def _close_monitor(monitor: Monitor, *, once: bool, signalled: list[float]) -> None:
+    """Close the monitor within the stop budget (never lets a receiver delay a SIGTERM past 2 s)."""
+    if once and not signalled:
+        monitor.close()  # cron: the events of this pass get the usual grace
+        return
+    grace = STOP_GRACE_S
+    if signalled:
+        grace = min(grace, max(0.0, STOP_BUDGET_S - (time.monotonic() - signalled[0])))
+    monitor.close(grace_s=grace)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.output_dir is None:
         error("sentinel: --output-dir is required")
@@ -216,13 +272,17 @@ def run(args: argparse.Namespace) -> int:
         error(f"sentinel: --state {args.state} is a folder; name a file")
         return EXIT_USAGE
     _configure_logging()
-    try:
-        service = build_service(args)
-    except InvalidInputError as exc:
-        error(str(exc))
+    monitor = open_monitor(args, source="sentinel")
+    if isinstance(monitor, str):
+        error(f"sentinel: {monitor}")
         return EXIT_USAGE
-    with _stop_on_signals(service):
-        written = service.run(once=args.once)
+    signalled: list[float] = []
+    try:
+        written = _run_service(args, monitor, signalled)
+    finally:
+        _close_monitor(monitor, once=args.once, signalled=signalled)
+    if written is None:
+        return EXIT_USAGE
     if args.once:
         emit(f"sentinel: {written} marker(s) written")
     return EXIT_OK

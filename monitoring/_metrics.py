@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -60,10 +62,25 @@ class RunMetrics:
         return bound
 
     def close(self) -> None:
-        """Stop the exposition server and join its thread."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5.0)
+        """Stop the exposition server and join its thread, at once: ``serve_forever`` looks at its shutdown
+        flag only every 0.5 s, so a connection wakes it (a SIGTERM'd sentinel must be gone within 2 s)."""
+        server, thread = self._server, self._thread
         self._server = self._thread = None
+        if server is not None:
+            stopper = threading.Thread(target=server.shutdown, name="scene-telemetry-metrics-stop", daemon=True)
+            stopper.start()
+            while stopper.is_alive():
+                _wake(server.server_address[:2])
+                stopper.join(0.01)
+            server.server_close()
+        if thread is not None:
+            thread.join(5.0)
+
+
+def _wake(address: tuple[str | bytes | bytearray, int] | Any) -> None:
+    """Connect and hang up (the handler sees an empty request); errors mean it is stopping anyway."""
+    try:
+        with socket.create_connection((str(address[0]), int(address[1])), timeout=0.2):
+            pass
+    except OSError:
+        pass

@@ -22,7 +22,7 @@ from ._install import (
     write_definition,
 )
 from ._journal import STATE_NAME, Journal
-from ._marking import BatchFile, MarkResult, mark_batch
+from ._marking import BatchFile, MarkerListener, MarkResult, mark_batch
 from ._mounts import filesystem_type, is_network_filesystem
 from ._naming import CounterName, GroupKey, parse_name
 from ._outputs import FinishedPrompt, NodeBatch, from_history, from_job, node_batches
@@ -38,6 +38,7 @@ __all__ = [
     "GroupKey",
     "Journal",
     "MarkResult",
+    "MarkerListener",
     "NodeBatch",
     "ServerSentinel",
     "ServiceDefinition",

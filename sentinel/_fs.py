@@ -28,7 +28,7 @@ from typing import Any
 from ..telemetry import TelemetryError
 from ._formats import is_complete
 from ._journal import Journal
-from ._marking import BatchFile, mark_batch
+from ._marking import BatchFile, MarkerListener, mark_batch, notify_marker
 from ._mounts import is_network_filesystem
 from ._naming import GroupKey, parse_name
 
@@ -82,6 +82,7 @@ class FsSentinel:
         poll: bool | None = None,
         poll_interval_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_marker: MarkerListener | None = None,
     ) -> None:
         self.output_dir = Path(os.path.abspath(output_dir))
         self.journal = journal
@@ -91,6 +92,8 @@ class FsSentinel:
             poll_interval_s if poll_interval_s is not None else min(MAX_POLL_INTERVAL_S, max(0.25, quiet_s / 2))
         )
         self.clock = clock
+        self.on_marker = on_marker
+        """Told of each marker written (``--webhook``/``--metrics-port``); its failures are logged only."""
         self.markers_written = 0
         self._groups: dict[GroupKey, _Group] = {}
         self._dirs: dict[str, int] = {}
@@ -379,6 +382,7 @@ class FsSentinel:
             return False
         if result.marker is not None:
             self.markers_written += 1
+            notify_marker(self.on_marker, result)
         elif result.already:
             logger.info("already marked: %s/%s.done lists %d file(s)", key.folder or ".", key.prefix, len(batch))
         self.journal.record_group(key, max(f.counter for f in batch), max(f.mtime_ns for f in batch))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,9 @@ from ._formats import image_size
 from ._naming import GroupKey
 
 logger = logging.getLogger(__name__)
+
+MarkerListener = Callable[[Path, Mapping[str, Any]], None]
+"""Called with a marker's path and contract document right after it is committed (monitoring)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,19 @@ class MarkResult:
     marker: Path | None
     files: tuple[BatchFile, ...]
     already: tuple[BatchFile, ...]
+    document: Mapping[str, Any] | None = None
+    """The committed marker's contract document (None with ``marker``)."""
+
+
+def notify_marker(listener: MarkerListener | None, result: MarkResult) -> None:
+    """Tell *listener* about a committed marker; a failing listener is logged, never raised: the marker
+    and the journal must not depend on monitoring."""
+    if listener is None or result.marker is None or result.document is None:
+        return
+    try:
+        listener(result.marker, result.document)
+    except Exception:
+        logger.warning("marker listener failed for %s", result.marker, exc_info=True)
 
 
 def vouched_files(folder: Path) -> dict[str, int]:
@@ -122,4 +138,4 @@ def mark_batch(
         body["TotalBytes"],
         f", prompt {prompt_id} node {node_id}" if prompt_id else "",
     )
-    return MarkResult(marker, fresh, already)
+    return MarkResult(marker, fresh, already, body)

@@ -31,7 +31,7 @@ from ..comfy_api.client import ComfyClient, EventStream
 from ..telemetry import ClientError, HttpStatusError, TelemetryError
 from ._formats import is_complete
 from ._journal import Journal
-from ._marking import BatchFile, mark_batch
+from ._marking import BatchFile, MarkerListener, mark_batch, notify_marker
 from ._outputs import FinishedPrompt, NodeBatch, from_history, from_job, node_batches
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ class ServerSentinel:
         page_size: int = PAGE_SIZE,
         use_events: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        on_marker: MarkerListener | None = None,
+        on_server: Callable[[bool], None] | None = None,
     ) -> None:
         self.server_url = server_url
         self.output_dir = Path(os.path.abspath(output_dir))
@@ -105,6 +107,9 @@ class ServerSentinel:
         self.page_size = page_size
         self.use_events = use_events
         self.clock = clock
+        self.on_marker = on_marker
+        """Told of each marker written; ``on_server`` of each look at the server (True: it answered)."""
+        self.on_server = on_server
         self.client = JobsClient(server_url, request_timeout_s=REQUEST_TIMEOUT_S)
         self.markers_written = 0
         self.ready = threading.Event()
@@ -177,6 +182,7 @@ class ServerSentinel:
                 self._comfyui_version = self._server_version()
             prompts = self._new_prompts()
         except ClientError as exc:
+            self._report_server(False)
             if self._down_since is None:
                 self._down_since = self.clock()
                 logger.warning("cannot read %s (%s); retrying every %g s", self.server_url, exc, self.poll_interval_s)
@@ -184,11 +190,20 @@ class ServerSentinel:
         if self._down_since is not None:
             logger.info("%s answers again", self.server_url)
             self._down_since = None
+        self._report_server(True)
         for prompt in sorted(prompts, key=lambda p: p.create_time):
             self._accept(prompt)
         self.journal.try_save()
         self.ready.set()
         return True
+
+    def _report_server(self, up: bool) -> None:
+        if self.on_server is None:
+            return
+        try:
+            self.on_server(up)
+        except Exception:  # monitoring never stops the sentinel
+            logger.warning("server listener failed", exc_info=True)
 
     def _server_version(self) -> str | None:
         stats = self.client.system_stats(timeout_s=REQUEST_TIMEOUT_S)
@@ -347,6 +362,7 @@ class ServerSentinel:
         if result.marker is not None:
             self.markers_written += 1
             pending.marked += 1
+            notify_marker(self.on_marker, result)
         else:
             logger.info(
                 "prompt %s node %s: %s already vouched for by a marker",

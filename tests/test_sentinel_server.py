@@ -236,7 +236,8 @@ def test_server_down_at_start_is_waited_out(fake_comfy: Any, output_dir: Path) -
 def test_sigterm_stops_a_sentinel_waiting_on_a_stalled_server_within_2_s(
     fake_comfy: Any, output_dir: Path, tmp_path: Path
 ) -> None:
-    fake = fake_comfy(Scenario(write_marker=False), output_dir=output_dir, stall_s={"GET /api/jobs": 30.0})
+    # The fake matches a stall on the path without its /api prefix ("GET /api/jobs" never stalled).
+    fake = fake_comfy(Scenario(write_marker=False), output_dir=output_dir, stall_s={"GET /jobs": 30.0})
     log = tmp_path / "sentinel.log"
     command = [sys.executable, "-m", "scene_telemetry.cli", "sentinel", "--output-dir", str(output_dir)]
     with open(log, "wb") as sink:
