@@ -37,8 +37,10 @@ from ..runner.scene import SceneExecutor
 from ..runner.scenes import FieldMapping, Scene, Target
 from ..runner.state import RunState
 from ..telemetry import RETRYABLE_REASONS, ClientError, atomic_write_text, iso_utc, utc_now
+from .celery_app import QUEUE
 from .redact import redact_url
 from .servers import FarmServer
+from .shared_pace import SharedPace
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ PROBE_TIMEOUT_S = 2.0
 DOWN_BACKOFF_S = 3.0
 """A worker whose server does not answer puts the scene back and pauses this long before taking another
 (the Celery side's quarantine: its server is probed with every scene it is offered)."""
+LEAVE_PAUSE_S = 0.25
+"""A worker that left a scene to faster ones waits this long before it takes the next message."""
 CONFIG_KEY = "scene_telemetry_worker"
 """``app.conf`` key of this worker's :class:`WorkerConfig` (set by ``farm worker`` before it starts)."""
 
@@ -70,6 +74,8 @@ class WorkerConfig:
     """``--webhook``: a signed event per scene end."""
 
 
+_pace: SharedPace | None = None
+"""This pool process's pace, shared through the broker's Redis (created with its first scene)."""
 _monitor: Monitor | None = None
 """The pool process's monitor (opened when the process starts: threads do not survive the fork)."""
 
@@ -139,8 +145,11 @@ def register(app: Celery) -> None:
 
     @app.task(name="scene_telemetry.farm.run_scene", bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def run_scene(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        global _pace
         config: WorkerConfig = self.app.conf[CONFIG_KEY]
-        return execute(payload, config, requeue=lambda next_payload: _requeue(self.app, next_payload))
+        if _pace is None:
+            _pace = SharedPace(self.app.conf.broker_url, str(self.request.hostname or config.hostname), QUEUE)
+        return execute(payload, config, requeue=lambda next_payload: _requeue(self.app, next_payload), pace=_pace)
 
 
 def _requeue(app: Celery, payload: dict[str, Any]) -> None:
@@ -148,7 +157,9 @@ def _requeue(app: Celery, payload: dict[str, Any]) -> None:
     app.send_task("scene_telemetry.farm.run_scene", args=[payload], task_id=task_id)
 
 
-def execute(payload: dict[str, Any], config: WorkerConfig, *, requeue: Any) -> dict[str, Any]:
+def execute(
+    payload: dict[str, Any], config: WorkerConfig, *, requeue: Any, pace: SharedPace | None = None
+) -> dict[str, Any]:
     """Run one scene (or recognise it as done); write its record; the summary the task returns."""
     run_dir = run_dir_of(payload, config)
     scene = Scene(str(payload["scene"]["id"]), dict(payload["scene"]["values"]))
@@ -162,6 +173,10 @@ def execute(payload: dict[str, Any], config: WorkerConfig, *, requeue: Any) -> d
         requeue(payload)  # nothing ran: the retry budget is not spent
         time.sleep(DOWN_BACKOFF_S)  # this worker holds no scene meanwhile, so the others take it first
         return {"scene": scene.id, "requeued": True, "reason": "server down"}
+    if pace is not None and int(payload.get("attempt", 1)) == 1 and pace.should_leave():
+        requeue(payload)  # faster workers would end every waiting scene first (earliest finish)
+        time.sleep(LEAVE_PAUSE_S)
+        return {"scene": scene.id, "requeued": True, "reason": "left to a faster worker"}
     run_id = str(payload["run_id"])
     state = RunState.load(run_dir / STATES / scene.id, run_id)
     _stop_elsewhere(state, scene.id, config)
@@ -191,7 +206,12 @@ def execute(payload: dict[str, Any], config: WorkerConfig, *, requeue: Any) -> d
     attempt = int(payload.get("attempt", 1))
     retries_left = int(payload.get("retries_left", 0))
     first = max(attempt, len(state.prompt_ids(scene.id)) + 1)  # a prompt the server still has is re-attached
+    started = time.monotonic()
+    if pace is not None:
+        pace.begin()
     outcome = executor.run(scene, first_attempt=first, retry_here=False)
+    if pace is not None:
+        pace.end(time.monotonic() - started, outcome.ok)
     retryable = outcome.exit_reason in RETRYABLE_REASONS or outcome.exit_reason == "serverLost"
     if not outcome.ok and retryable and retries_left > 0:
         used = int(outcome.document.get("SceneAttempts") or first)

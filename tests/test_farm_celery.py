@@ -20,6 +20,7 @@ from fake_comfy import FakeComfy, Scenario, fake_servers
 from redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
 from scene_telemetry.cli.main import main
 from scene_telemetry.farm.redact import redact_url
+from scene_telemetry.farm.shared_pace import KEY, SharedPace
 from scene_telemetry.runner.scenes import MARKER_CLASS
 from scene_telemetry.telemetry import validate_run
 
@@ -269,3 +270,23 @@ def test_submit_to_a_broker_that_is_not_there_is_one_line(tmp_path: Path, capsys
     code = main(_submit_args(tmp_path, "redis://:pw-not-shown@127.0.0.1:1/0", 1)[:-1])
     err = capsys.readouterr().err
     assert code == 10 and "unreachable" in err and "pw-not-shown" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_slow_worker_leaves_the_last_scenes_to_a_faster_one(redis_server: RedisServer) -> None:  # noqa: F811
+    slow = SharedPace(redis_server.url, "slow@host", "test-queue")
+    fast = SharedPace(redis_server.url, "fast@host", "test-queue")
+    try:
+        assert not slow.should_leave()  # no pace of its own yet: it takes the scene
+        slow.end(4.0, ok=True)
+        assert not slow.should_leave()  # nobody else has a pace
+        fast.end(0.5, ok=True)
+        assert slow.should_leave()  # one waiting scene: the fast worker ends it in 0.5 s, the slow one in 4 s
+        slow.client.rpush("test-queue", *[b"x"] * 10)
+        assert not slow.should_leave()  # 11 scenes: the fast one alone cannot end them all within 4 s
+        slow.client.delete("test-queue")
+        stale = json.dumps({"seconds": 0.5, "started": None, "updated": time.time() - 60})
+        slow.client.hset(KEY, "fast@host", stale)
+        assert not slow.should_leave()  # a worker silent for a minute (dead) is not counted on
+    finally:
+        slow.client.close()
+        fast.client.close()
