@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -69,7 +70,8 @@ class RunMetrics:
         if server is not None:
             stopper = threading.Thread(target=server.shutdown, name="scene-telemetry-metrics-stop", daemon=True)
             stopper.start()
-            while stopper.is_alive():
+            deadline = time.monotonic() + 5.0
+            while stopper.is_alive() and time.monotonic() < deadline:
                 _wake(server.server_address[:2])
                 stopper.join(0.01)
             server.server_close()
@@ -77,7 +79,7 @@ class RunMetrics:
             thread.join(5.0)
 
 
-def _wake(address: tuple[str | bytes | bytearray, int] | Any) -> None:
+def _wake(address: Any) -> None:
     """Connect and hang up (the handler sees an empty request); errors mean it is stopping anyway."""
     try:
         with socket.create_connection((str(address[0]), int(address[1])), timeout=0.2):
