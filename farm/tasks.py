@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 from ..comfy_api.client import ComfyClient
 from ..runner.attempt import abandon
+from ..runner.checks import check_mapping, check_workflow
 from ..runner.options import RunOptions
 from ..runner.policy import QueuePolicy
 from ..runner.scene import SceneExecutor
@@ -51,6 +52,8 @@ PROBE_TIMEOUT_S = 2.0
 DOWN_BACKOFF_S = 3.0
 """A worker whose server does not answer puts the scene back and pauses this long before taking another
 (the Celery side's quarantine: its server is probed with every scene it is offered)."""
+MAX_REFUSALS = 20
+"""A scene no worker's server can run (every one refused it this often) is run anyway: its record then says why."""
 LEAVE_PAUSE_S = 0.25
 """A worker that left a scene to faster ones waits this long before it takes the next message."""
 CONFIG_KEY = "scene_telemetry_worker"
@@ -74,6 +77,8 @@ class WorkerConfig:
     """``--webhook``: a signed event per scene end."""
 
 
+_fit_checked: dict[str, str | None] = {}
+"""Run id → why this worker's server cannot run that run's workflow (None: it can)."""
 _pace: SharedPace | None = None
 """This pool process's pace, shared through the broker's Redis (created with its first scene)."""
 _monitor: Monitor | None = None
@@ -173,6 +178,14 @@ def execute(
         requeue(payload)  # nothing ran: the retry budget is not spent
         time.sleep(DOWN_BACKOFF_S)  # this worker holds no scene meanwhile, so the others take it first
         return {"scene": scene.id, "requeued": True, "reason": "server down"}
+    unfit = _unfit(payload, config)
+    if unfit is not None and int(payload.get("refusals", 0)) < MAX_REFUSALS:
+        logger.warning(
+            "scene %s: server %s cannot run it (%s); back to the queue", scene.id, config.server.label, unfit
+        )
+        requeue({**payload, "refusals": int(payload.get("refusals", 0)) + 1})
+        time.sleep(DOWN_BACKOFF_S)
+        return {"scene": scene.id, "requeued": True, "reason": unfit}
     if pace is not None and int(payload.get("attempt", 1)) == 1 and pace.should_leave():
         requeue(payload)  # faster workers would end every waiting scene first (earliest finish)
         time.sleep(LEAVE_PAUSE_S)
@@ -228,6 +241,20 @@ def execute(
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     _scene_ended(outcome.document, run_id, config)
     return {"scene": scene.id, "exit_reason": outcome.exit_reason, "ok": outcome.ok}
+
+
+def _unfit(payload: dict[str, Any], config: WorkerConfig) -> str | None:
+    """Why this worker's server cannot run the payload's workflow (its /object_info; checked once per run)."""
+    key = str(payload["run_id"])
+    if key not in _fit_checked:
+        try:
+            info = ComfyClient(config.server.url).object_info()
+        except ClientError as exc:
+            return f"/object_info failed: {exc}"
+        workflow, mapping = payload["workflow"], mapping_from_json(payload["mapping"])
+        problems = check_workflow(workflow, info) + check_mapping([], workflow, mapping, info)
+        _fit_checked[key] = f"{problems[0]} ({len(problems)} problem(s))" if problems else None
+    return _fit_checked[key]
 
 
 def _server_answers(url: str) -> bool:

@@ -290,3 +290,19 @@ def test_a_slow_worker_leaves_the_last_scenes_to_a_faster_one(redis_server: Redi
     finally:
         slow.client.close()
         fast.client.close()
+
+
+def test_a_worker_whose_server_lacks_a_node_class_leaves_the_run_to_the_others(
+    tmp_path: Path,
+    start: Any,
+    workers: Workers,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    lacking = start(Scenario(), output_dir=tmp_path / "o1", missing_classes=("ImageAddNoise",))
+    able = start(Scenario(run_seconds=0.2), output_dir=tmp_path / "o2")
+    workers.start(redis_server.url, lacking.url, "lacking")
+    workers.start(redis_server.url, able.url, "able")
+    proc = _submit(tmp_path, redis_server.url, 3)
+    assert proc.returncode == 0, proc.stderr + workers.logs()
+    assert lacking.submissions == [] and len(able.submissions) == 3
+    assert "ImageAddNoise" in workers.logs()
