@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from comfy_server import ComfyServer, comfyui_dir, start_server, stop_server
+from prometheus_client.parser import text_string_to_metric_families
 from scene_telemetry.telemetry import verify_marker
 from sentinel_helpers import wait_until
 
@@ -41,10 +46,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
 
 
 class Sentinel:
-    def __init__(self, server: ComfyServer, log: Path) -> None:
+    def __init__(self, server: ComfyServer, log: Path, *extra: str) -> None:
         self.log = log
         command = [sys.executable, "-m", "scene_telemetry.cli", "sentinel", "--output-dir", str(server.output_dir)]
-        command += ["--server", server.base_url]
+        command += ["--server", server.base_url, *extra]
         with open(log, "ab") as sink:
             self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
 
@@ -137,3 +142,48 @@ def test_a_prompt_finished_while_the_sentinel_was_down_is_marked_at_start(server
         assert (body["PromptId"], [f["Name"] for f in body["Files"]]) == (prompt_id, listed(history))
     finally:
         sentinel.stop()
+
+
+def test_a_monitored_sentinel_posts_the_marker_and_serves_its_metrics(server: ComfyServer, tmp_path: Path) -> None:
+    bodies: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    receiver_thread = threading.Thread(target=receiver.serve_forever, kwargs={"poll_interval": 0.05})
+    receiver_thread.start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    log = tmp_path / "sentinel.log"
+    sentinel = Sentinel(server, log, "--metrics-port", str(port), "--webhook", hook)
+    try:
+        wait_until(lambda: "sentinel following" in log.read_text(), timeout=30)
+        prompt_id, _, history = server.run_prompt(save_image("monitored/img/frame", seed=5))
+        wait_until(lambda: any(b["marker"]["prompt_id"] == prompt_id for b in bodies), timeout=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    finally:
+        sentinel.stop()
+        receiver.shutdown()
+        receiver.server_close()
+        receiver_thread.join()
+    [event] = [b for b in bodies if b["marker"]["prompt_id"] == prompt_id]
+    marker = server.output_dir / "monitored" / "img" / "frame.done"
+    assert (event["event"], event["source"], event["marker"]["path"]) == ("marker.written", "sentinel", str(marker))
+    assert event["marker"]["files"] == len(listed(history)) == 3
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    assert samples[("scene_telemetry_server_up", (("server", server.base_url),))] == 1
+    assert samples[("scene_telemetry_markers_total", (("source", "sentinel"),))] == len(bodies) >= 1
