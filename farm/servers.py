@@ -19,10 +19,13 @@ from ..comfy_api.preflight import DEFAULT_MIN_FREE_VRAM_MB, run_preflight
 from ..comfy_api.server_url import parse_server_url
 from ..runner.checks import check_mapping, check_workflow, required_classes
 from ..runner.scenes import FieldMapping, Scene
-from ..telemetry import InvalidInputError
+from ..telemetry import InvalidInputError, read_bounded
 from .redact import redact_url
 
 logger = logging.getLogger(__name__)
+
+MAX_SERVERS_FILE_BYTES = 1024 * 1024
+"""A --servers file is one URL a line: 1 MiB is ~10,000 servers."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,10 @@ def load_servers_file(path: str | Path) -> list[str]:
     A file that cannot be read, or a line that is not an http(s) URL, is :class:`InvalidInputError` (exit 2).
     """
     try:
-        text = Path(path).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_bounded(path, MAX_SERVERS_FILE_BYTES).decode("utf-8")  # a FIFO or /dev/zero: refused unread
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"--servers {path}: {exc.message}", path=str(path)) from None
+    except UnicodeDecodeError as exc:
         raise InvalidInputError(f"--servers {path}: cannot read: {exc}", path=str(path)) from exc
     urls = []
     for number, raw in enumerate(text.splitlines(), start=1):

@@ -17,6 +17,7 @@ Other extensions (webm, audio) rely on size stability alone.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from collections.abc import Callable
 from typing import BinaryIO
@@ -106,12 +107,31 @@ CHECKERS: dict[str, Checker | None] = {
 """Extensions the sentinel groups (lower case), with their completeness check (None: size stability only)."""
 
 
+def _open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open *path* for reading without ever blocking: a FIFO (or a device, a socket) named like a frame raises.
+
+    ``open()`` of a FIFO with no writer blocks forever, which would stop the sentinel; O_NONBLOCK
+    returns at once and the type is checked on the opened descriptor (no check-then-open race).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{os.fspath(path)} is not a regular file")
+        if os.name != "nt":
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def is_complete(path: str | os.PathLike[str], size: int | None = None) -> bool:
-    """True when *path* looks closed for its format (unknown formats: True; unreadable: False)."""
+    """True when *path* looks closed for its format (unknown formats: True; unreadable or not a regular file:
+    False)."""
     ext = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
     checker = CHECKERS.get(ext)
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             actual = os.fstat(f.fileno()).st_size
             if size is not None and actual != size:
                 return False
@@ -125,7 +145,7 @@ def is_complete(path: str | os.PathLike[str], size: int | None = None) -> bool:
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """(width, height) from a PNG, GIF or extended WEBP header; None for other files."""
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             head = f.read(32)
     except OSError:
         return None

@@ -173,3 +173,25 @@ def test_run_resume_refuses_a_special_state_file(tmp_path: Path, output_dir: Pat
         code, out, err, _ = cli("run", *argv, "--server", fake.url, "--run-id", "r1", "--no-gpu")
     assert code == 2, (out, err)
     assert "Traceback" not in err and "cannot resume" in err and "not a regular file" in err, err
+
+
+# --- other packages' readers: the sentinel's frame checks, the farm's --servers file ----------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_sentinel_never_blocks_on_a_special_file_named_like_a_frame(tmp_path: Path, kind: str) -> None:
+    from scene_telemetry.sentinel._formats import image_size, is_complete
+
+    path = tmp_path / "frame_00001_.png"
+    special(path, kind)
+    assert is_complete(path) is False and image_size(path) is None  # a FIFO blocked open() forever
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_special_servers_file_is_one_line(tmp_path: Path, kind: str) -> None:
+    from scene_telemetry.farm.servers import load_servers_file
+
+    path = tmp_path / "servers.txt"
+    special(path, kind)
+    with pytest.raises(InvalidInputError, match="not a regular file"):
+        load_servers_file(path)
