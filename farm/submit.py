@@ -23,7 +23,14 @@ from ..runner.policy import QueuePolicy
 from ..runner.prepare import new_run_id, out_problem
 from ..runner.scenes import FieldMapping, Scene, load_data_file, load_mapping, load_scenes, parse_workflow
 from ..runner.workflow_format import is_editor_workflow
-from ..telemetry import InvalidInputError, atomic_write_text, build_run_metadata, validate_run, write_run
+from ..telemetry import (
+    InvalidInputError,
+    atomic_write_text,
+    build_run_metadata,
+    read_bounded,
+    validate_run,
+    write_run,
+)
 from .celery_app import QUEUE, TASK_NAME, make_app, visibility_timeout_for
 from .redact import redact_text, redact_url
 from .stats import ServerStats, stats_from_documents
@@ -131,8 +138,8 @@ def _load(request: SubmitRequest) -> tuple[dict[str, Any], list[Scene], FieldMap
 
 def _recorded_run_id(run_dir: Path) -> str | None:
     try:
-        value = json.loads((run_dir / RUN_FILE).read_text("utf-8")).get("RunId")
-    except (OSError, ValueError, AttributeError):
+        value = json.loads(read_bounded(run_dir / RUN_FILE, 1024 * 1024).decode("utf-8")).get("RunId")
+    except (InvalidInputError, ValueError, AttributeError, RecursionError):  # a FIFO there: refused, not blocked on
         return None
     return value if isinstance(value, str) else None
 

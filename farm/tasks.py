@@ -37,7 +37,15 @@ from ..runner.policy import QueuePolicy
 from ..runner.scene import SceneExecutor
 from ..runner.scenes import FieldMapping, Scene, Target
 from ..runner.state import RunState
-from ..telemetry import RETRYABLE_REASONS, ClientError, atomic_write_text, iso_utc, utc_now
+from ..telemetry import (
+    RETRYABLE_REASONS,
+    ClientError,
+    InvalidInputError,
+    atomic_write_text,
+    iso_utc,
+    read_bounded,
+    utc_now,
+)
 from .celery_app import QUEUE
 from .redact import redact_url
 from .servers import FarmServer
@@ -52,6 +60,8 @@ PROBE_TIMEOUT_S = 2.0
 DOWN_BACKOFF_S = 3.0
 """A worker whose server does not answer puts the scene back and pauses this long before taking another
 (the Celery side's quarantine: its server is probed with every scene it is offered)."""
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+"""A scene record is a few kB; the cap bounds a hostile file in the run folder."""
 MAX_REFUSALS = 20
 """A scene no worker's server can run (every one refused it this often) is run anyway: its record then says why."""
 LEAVE_PAUSE_S = 0.25
@@ -133,8 +143,8 @@ def record_path(run_dir: Path, scene_id: str) -> Path:
 def read_record(path: Path) -> dict[str, Any] | None:
     """A scene's record, or None when there is none yet (or a torn one, which cannot happen: atomic writes)."""
     try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = json.loads(read_bounded(path, MAX_RECORD_BYTES).decode("utf-8"))  # never blocks on a FIFO
+    except (InvalidInputError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) and isinstance(data.get("Document"), dict) else None
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..telemetry import InvalidInputError, atomic_write_text
+from ..telemetry import InvalidInputError, atomic_write_text, read_bounded
 from ._naming import GroupKey
 
 logger = logging.getLogger(__name__)
@@ -72,10 +72,11 @@ class Journal:
         if size > MAX_STATE_BYTES:
             raise InvalidInputError(f"sentinel state is {size} bytes: not a state file", path=journal.path)
         try:
-            data = json.loads(journal.path.read_text("utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = json.loads(read_bounded(journal.path, MAX_STATE_BYTES).decode("utf-8"))  # never blocks on a FIFO
+        except (InvalidInputError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            reason = exc.message if isinstance(exc, InvalidInputError) else str(exc)
             raise InvalidInputError(
-                f"sentinel state is unreadable ({exc}); move it away to start afresh", path=journal.path
+                f"sentinel state is unreadable ({reason}); move it away to start afresh", path=journal.path
             ) from None
         if not isinstance(data, dict) or data.get("Document") != DOCUMENT or data.get("Version") != VERSION:
             raise InvalidInputError("not a scene-telemetry sentinel state file (Document/Version)", path=journal.path)

@@ -195,3 +195,17 @@ def test_a_special_servers_file_is_one_line(tmp_path: Path, kind: str) -> None:
     special(path, kind)
     with pytest.raises(InvalidInputError, match="not a regular file"):
         load_servers_file(path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_files_of_the_sentinel_and_the_farm_are_never_blocked_on(tmp_path: Path, kind: str) -> None:
+    from scene_telemetry.farm.tasks import read_record
+    from scene_telemetry.sentinel._journal import Journal
+
+    state = tmp_path / "sentinel-state.json"
+    special(state, kind)
+    with pytest.raises(InvalidInputError, match="not a regular file"):
+        Journal.load(state)
+    record = tmp_path / "a.json"
+    special(record, kind)
+    assert read_record(record) is None
