@@ -58,14 +58,14 @@ def _answers(port: int) -> bool:
     return reply.startswith((b"+PONG", b"-NOAUTH"))
 
 
-def start_redis(folder: Path, *, password: str | None = None) -> RedisServer:
+def start_redis(folder: Path, *, password: str | None = None, port: int | None = None) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
         message = "redis-server is not installed (Debian: apt-get install -y redis-server; .ci/run does it)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    port = _free_port()
+    port = port or _free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", str(folder), "--logfile", str(folder / "redis.log")]
     if password:

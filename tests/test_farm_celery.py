@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from fake_comfy import FakeComfy, Scenario, fake_servers
-from redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
+from redis_server import RedisServer, redis_server, start_redis  # noqa: F401 - the fixture
 from scene_telemetry.cli.main import main
 from scene_telemetry.farm.redact import redact_url
 from scene_telemetry.farm.shared_pace import KEY, SharedPace
@@ -264,6 +264,16 @@ def test_submit_stops_within_its_bound_when_the_broker_goes_away(
     assert elapsed < 10.0 + 3.0  # BROKER_LOSS_BOUND_S, plus a ping timeout and a poll
     assert "unreachable for 10 s" in err and "--resume" in err
     assert redact_url(redis_server.url) in err and redis_server.password not in err + out
+    # The broker comes back (empty: no persistence); the worker reconnects and --resume queues what is unfinished.
+    (tmp_path / "redis-back").mkdir()
+    back = start_redis(tmp_path / "redis-back", password=redis_server.password, port=redis_server.port)
+    try:
+        resumed = _submit(tmp_path, back.url, 4, "--resume")
+    finally:
+        back.stop()
+    assert resumed.returncode == 0, resumed.stderr + workers.logs()
+    assert [p.stem for p in _records(tmp_path / "run")] == ["s0", "s1", "s2", "s3"]
+    assert validate_run(tmp_path / "run").ok
 
 
 def test_submit_to_a_broker_that_is_not_there_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
