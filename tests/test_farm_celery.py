@@ -316,3 +316,26 @@ def test_a_worker_whose_server_lacks_a_node_class_leaves_the_run_to_the_others(
     assert proc.returncode == 0, proc.stderr + workers.logs()
     assert lacking.submissions == [] and len(able.submissions) == 3
     assert "ImageAddNoise" in workers.logs()
+
+
+def test_status_lists_the_queued_scenes_when_no_worker_runs(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    args = [sys.executable, "-m", "scene_telemetry.cli", *_submit_args(tmp_path, redis_server.url, 3)]
+    submit = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, report = time.monotonic() + 30, {"queued": []}
+        while len(report["queued"]) < 3 and time.monotonic() < deadline:
+            status = subprocess.run(
+                [sys.executable, "-m", "scene_telemetry.cli", "farm", "status", "--broker", redis_server.url, "--json"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert status.returncode == 0, status.stderr
+            report = json.loads(status.stdout)
+    finally:
+        submit.kill()
+        submit.communicate()
+    assert report["queued"] == ["farm-run/s0", "farm-run/s1", "farm-run/s2"] and report["workers"] == []
