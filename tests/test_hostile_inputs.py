@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +46,8 @@ scenes:
 
 
 def _cap_memory() -> None:
+    import resource  # POSIX only: the cap keeps a regression from eating the machine's memory
+
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
 
 
@@ -67,7 +68,7 @@ def run_cli(tmp_path: Path, **files: str) -> tuple[int, str]:
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT_S,
-        preexec_fn=_cap_memory if hasattr(resource, "RLIMIT_AS") else None,
+        preexec_fn=_cap_memory if os.name == "posix" else None,
         env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
         check=False,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -29,6 +28,8 @@ CHILD_MEMORY_BYTES = 3 * 1024**3
 
 
 def _cap_memory() -> None:
+    import resource  # POSIX only, like this whole module
+
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
 
 
