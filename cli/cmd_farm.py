@@ -198,6 +198,8 @@ def _progress(args: argparse.Namespace, event: dict[str, Any]) -> None:
         emit_json(event)
     elif event.get("event") == "submitted":
         emit(f"run {event['run_id']}: {event['queued']} scene(s) queued, {event['kept']} kept", stream=sys.stderr)
+    elif event.get("event") in ("warning", "waiting"):
+        emit(f"{event['event']}: {event.get('message')}", stream=sys.stderr)
     elif event.get("event") == "scene_end":
         where = f" on {event.get('server')}" if event.get("server") else ""
         detail = f": {event.get('detail')}" if event.get("detail") and not event.get("ok") else ""

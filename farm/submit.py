@@ -31,7 +31,7 @@ from ..telemetry import (
     validate_run,
     write_run,
 )
-from .celery_app import QUEUE, TASK_NAME, make_app, visibility_timeout_for
+from .celery_app import QUEUE, TASK_NAME, VISIBILITY_MARGIN, make_app, visibility_timeout_for
 from .redact import redact_text, redact_url
 from .stats import ServerStats, stats_from_documents
 from .tasks import FARM_DIR, RECORDS, STATES, mapping_to_json, read_record, record_path
@@ -44,6 +44,8 @@ EXIT_BROKER_UNREACHABLE = 10
 'server unreachable' code."""
 BROKER_LOSS_BOUND_S = 10.0
 PING_TIMEOUT_S = 1.0
+QUIET_NOTICE_S = 60.0
+"""No scene ended for this long: say so once per period (no worker running is the usual reason)."""
 RUN_FILE = f"{FARM_DIR}/run.json"
 
 Notify = Callable[[dict[str, Any]], None]
@@ -117,6 +119,16 @@ def submit_run(request: SubmitRequest, *, notify: Notify = lambda _: None) -> Su
     finally:
         app.close()
     notify({"event": "submitted", "run_id": run_id, "queued": len(todo), "kept": len(scenes) - len(todo)})
+    needed, default = visibility_timeout_for(request.policy), visibility_timeout_for(QueuePolicy())
+    if needed > default:
+        notify(
+            {
+                "event": "warning",
+                "message": f"a scene under this policy may take {needed / VISIBILITY_MARGIN:g} s: start the workers "
+                f"with --visibility-timeout-seconds {needed:g} or more (default {default:g}), or a scene still "
+                "running could be handed to a second worker",
+            }
+        )
     failure = _wait(request, scenes, ping, notify)
     if failure is not None:
         return failure
@@ -177,6 +189,7 @@ def _wait(
     seen: set[str] = set()
     lost_since: float | None = None
     last_ping = 0.0
+    quiet_since = time.monotonic()
     while True:
         for scene in scenes:
             if scene.id in seen:
@@ -184,7 +197,19 @@ def _wait(
             record = read_record(record_path(request.out, scene.id))
             if record is not None:
                 seen.add(scene.id)
+                quiet_since = time.monotonic()
                 notify(_scene_event(record))
+        if time.monotonic() - quiet_since >= QUIET_NOTICE_S:
+            quiet_since = time.monotonic()
+            waiting = len(scenes) - len(seen)
+            notify(
+                {
+                    "event": "waiting",
+                    "unfinished": waiting,
+                    "message": f"{waiting} scene(s) unfinished, none "
+                    f"ended in the last {QUIET_NOTICE_S:g} s; `farm status` shows whether a worker runs them",
+                }
+            )
         if len(seen) == len(scenes):
             return None
         if time.monotonic() - last_ping >= 1.0:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 from ..comfy_api.client import ComfyClient
 from ..runner.attempt import abandon
 from ..runner.checks import check_mapping, check_workflow
-from ..runner.options import RunOptions
+from ..runner.options import RunOptions, scene_worst_case_s
 from ..runner.policy import QueuePolicy
 from ..runner.scene import SceneExecutor
 from ..runner.scenes import FieldMapping, Scene, Target
@@ -85,6 +85,8 @@ class WorkerConfig:
     """``--metrics-port``: Prometheus metrics of this worker's scenes (served by its pool process)."""
     webhooks: tuple[str, ...] = ()
     """``--webhook``: a signed event per scene end."""
+    visibility_timeout_s: float | None = None
+    """The broker's visibility timeout this worker runs with (a run whose scenes may take longer is warned about)."""
 
 
 _fit_checked: dict[str, str | None] = {}
@@ -188,6 +190,7 @@ def execute(
         requeue(payload)  # nothing ran: the retry budget is not spent
         time.sleep(DOWN_BACKOFF_S)  # this worker holds no scene meanwhile, so the others take it first
         return {"scene": scene.id, "requeued": True, "reason": "server down"}
+    _check_visibility(payload, config)
     unfit = _unfit(payload, config)
     if unfit is not None and int(payload.get("refusals", 0)) < MAX_REFUSALS:
         logger.warning(
@@ -251,6 +254,27 @@ def execute(
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     _scene_ended(outcome.document, run_id, config)
     return {"scene": scene.id, "exit_reason": outcome.exit_reason, "ok": outcome.ok}
+
+
+def _check_visibility(payload: dict[str, Any], config: WorkerConfig) -> None:
+    """Warn once per run when its scenes may outlast the visibility timeout (a second worker could get one)."""
+    key = f"visibility:{payload['run_id']}"
+    if config.visibility_timeout_s is None or key in _fit_checked:
+        return
+    _fit_checked[key] = None
+    policy = QueuePolicy(**payload["policy"])
+    gpu = bool(payload.get("gpu_snapshots", True))
+    options = RunOptions(server="", run_dir=Path("."), policy=policy, run_id="", resume=True, gpu_snapshots=gpu)
+    worst = scene_worst_case_s(options)
+    if worst > config.visibility_timeout_s:
+        logger.warning(
+            "run %s: a scene may take %g s, longer than this worker's visibility timeout (%g s); restart the workers "
+            "with --visibility-timeout-seconds %g or more",
+            payload["run_id"],
+            worst,
+            config.visibility_timeout_s,
+            1.5 * worst,
+        )
 
 
 def _unfit(payload: dict[str, Any], config: WorkerConfig) -> str | None:

@@ -73,6 +73,7 @@ def run_worker(
         server_grace_s=server_grace_s,
         metrics_port=metrics_port,
         webhooks=webhooks,
+        visibility_timeout_s=visibility_timeout_s,
     )
     app.conf[CONFIG_KEY] = config
     worker_process_init.connect(lambda **_: open_monitor(config), weak=False)

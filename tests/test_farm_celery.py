@@ -159,6 +159,7 @@ def test_scenes_run_on_every_worker_and_the_run_validates(
     servers = [line for line in summary.splitlines() if line.startswith("# server ")]
     assert len(servers) == 2 and all(f" {fake.url} " in "".join(servers) for fake in (a, b))
     _assert_no_secret(tmp_path, redis_server, proc.stdout, proc.stderr, workers.logs())
+    assert "longer than this worker's visibility timeout (8 s)" in workers.logs()  # the test's short timeout
     status = subprocess.run(
         [sys.executable, "-m", "scene_telemetry.cli", "farm", "status", "--broker", redis_server.url, "--json"],
         capture_output=True,
