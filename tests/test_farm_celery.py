@@ -20,7 +20,9 @@ from fake_comfy import FakeComfy, Scenario, fake_servers
 from redis_server import RedisServer, redis_server, start_redis  # noqa: F401 - the fixture
 from scene_telemetry.cli.main import main
 from scene_telemetry.farm.redact import redact_url
+from scene_telemetry.farm.servers import FarmServer
 from scene_telemetry.farm.shared_pace import KEY, SharedPace
+from scene_telemetry.farm.tasks import WorkerConfig, run_dir_of
 from scene_telemetry.runner.scenes import MARKER_CLASS
 from scene_telemetry.telemetry import validate_run
 
@@ -340,3 +342,24 @@ def test_status_lists_the_queued_scenes_when_no_worker_runs(
         submit.kill()
         submit.communicate()
     assert report["queued"] == ["farm-run/s0", "farm-run/s1", "farm-run/s2"] and report["workers"] == []
+
+
+def test_a_worker_finds_the_run_folder_under_its_own_mount_of_the_shared_folder(
+    tmp_path: Path,
+    start: Any,
+    workers: Workers,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """``--out DIR`` on a worker: the run folder NAME is DIR/NAME there (another machine mounts it elsewhere)."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    (tmp_path / "run").mkdir()
+    (mount / "run").symlink_to(tmp_path / "run")  # this machine's view of the same folder, by another path
+    fake = start(Scenario(run_seconds=0.1), output_dir=tmp_path / "o1")
+    workers.start(redis_server.url, fake.url, "mounted", "--out", str(mount))
+    proc = _submit(tmp_path, redis_server.url, 2)
+    assert proc.returncode == 0, proc.stderr + workers.logs()
+    state = json.loads((tmp_path / "run" / ".farm" / "state" / "s0" / ".runner-state.json").read_text())
+    assert state["RunId"] == "farm-run" and (tmp_path / "run" / "s0" / "frame.done").is_file()
+    config = WorkerConfig(FarmServer(fake.url, "srv-x"), out_root=str(mount))
+    assert run_dir_of({"run_name": "run", "run_dir": "/submitter/only/run"}, config) == mount / "run"
