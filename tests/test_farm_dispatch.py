@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,3 +232,27 @@ def test_a_farm_run_killed_mid_scene_resumes_and_runs_no_scene_twice(tmp_path: P
     assert sorted(d["SceneId"] for d in metadata["Scenes"]) == ["s0", "s1", "s2", "s3"]
     assert in_flight <= {d["PromptId"] for d in metadata["Scenes"]}  # the killed scenes were re-attached
     assert validate_run(tmp_path / "run").ok
+
+
+def test_per_server_slots_keep_that_many_scenes_in_flight_on_one_server(tmp_path: Path, start: Any) -> None:
+    fake = start(Scenario(run_seconds=0.3), output_dir=tmp_path / "o1")
+    peak = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            in_flight = len(fake._running) + len(fake._pending)
+            peak = max(peak, in_flight)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        dispatcher, outcomes = _dispatch(tmp_path, [fake], _scenes(4), per_server=2)
+    finally:
+        stop.set()
+        watcher.join()
+    assert all(o.ok for o in outcomes) and dispatcher.stats[0].scenes == 4
+    assert peak == 2  # two slots: the server always had the next scene queued, never more
+    assert len({body["client_id"] for body in fake.submissions}) == 2  # one websocket client per slot
