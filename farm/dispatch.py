@@ -62,15 +62,17 @@ class SharedRunState(RunState):
         with self._lock:
             super().record_document(scene_id, document)
 
-    def record_server(self, scene_id: str, url: str) -> None:
-        """Where the scene's latest prompt went (``--resume`` re-attaches there first)."""
+    def record_server(self, scene_id: str, server: FarmServer) -> None:
+        """Where the scene's latest prompt went (``--resume`` re-attaches there first); no credentials kept."""
         with self._lock:
-            self.scenes.setdefault(scene_id, {"PromptIds": [], "Document": None})["Server"] = url
+            entry = self.scenes.setdefault(scene_id, {"PromptIds": [], "Document": None})
+            entry["Server"], entry["ServerInstanceId"] = server.label, server.instance_id
             self.save()
 
     def server_of(self, scene_id: str) -> str | None:
+        """The instance id of the server the scene's latest prompt went to."""
         with self._lock:
-            value = self.scenes.get(scene_id, {}).get("Server")
+            value = self.scenes.get(scene_id, {}).get("ServerInstanceId")
         return value if isinstance(value, str) else None
 
     def save(self) -> None:
@@ -85,7 +87,7 @@ class _Job:
     retries_left: int = 0
     tried: set[str] = field(default_factory=set)
     prefer: str | None = None
-    """A server the scene should go to first (``--resume``: where its last prompt went)."""
+    """Instance id of a server the scene should go to first (``--resume``: where its last prompt went)."""
     last: SceneOutcome | None = None
     """The outcome of its latest placement (kept when no server is left to retry it)."""
     started: float = 0.0
@@ -178,7 +180,7 @@ class Dispatcher:
             job = self._take(slot)
             if job is None:
                 return
-            self.state.record_server(job.scene.id, slot.server.url)
+            self.state.record_server(job.scene.id, slot.server)
             started = time.monotonic()
             try:
                 outcome = executor.run(job.scene, first_attempt=job.next_attempt, retry_here=False)
@@ -234,12 +236,13 @@ class Dispatcher:
     def _pick(self, slot: _Slot) -> _Job | None:
         """The first scene this server has not tried (and no other server is preferred for); else a scene no
         usable server is left to try elsewhere."""
-        url = slot.server.url
+        url, me = slot.server.url, slot.server.instance_id
         usable = [u for u, s in self.slots.items() if s.quarantined_until is None]
+        usable_ids = {self.slots[u].server.instance_id for u in usable}
         for job in self._pending:
             if url in job.tried:
                 continue
-            if job.prefer is not None and job.prefer != url and job.prefer in usable:
+            if job.prefer is not None and job.prefer != me and job.prefer in usable_ids:
                 continue
             if not job.tried and self._leave_to_faster(slot):
                 return None

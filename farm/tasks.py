@@ -47,7 +47,6 @@ from ..telemetry import (
     utc_now,
 )
 from .celery_app import QUEUE
-from .redact import redact_url
 from .servers import FarmServer
 from .shared_pace import SharedPace
 
@@ -207,7 +206,7 @@ def execute(
     state = RunState.load(run_dir / STATES / scene.id, run_id)
     _stop_elsewhere(state, scene.id, config)
     entry = state.scenes.setdefault(scene.id, {"PromptIds": [], "Document": None})
-    entry["Server"] = config.server.url
+    entry["Server"], entry["ServerInstanceId"] = config.server.label, config.server.instance_id  # no credentials
     state.save()
     options = RunOptions(
         server=config.server.url,
@@ -301,9 +300,13 @@ def _server_answers(url: str) -> bool:
 
 def _stop_elsewhere(state: RunState, scene_id: str, config: WorkerConfig) -> None:
     """A redelivered scene whose last prompt went to another server: stop it there (bounded, best effort)."""
-    previous = state.scenes.get(scene_id, {}).get("Server")
+    entry = state.scenes.get(scene_id, {})
+    previous, previous_id = entry.get("Server"), entry.get("ServerInstanceId")
     ids = state.prompt_ids(scene_id)
-    if not isinstance(previous, str) or previous == config.server.url or not ids:
+    if not isinstance(previous, str) or previous_id == config.server.instance_id or not ids:
         return
-    logger.warning("scene %s was on %s when its worker was lost; stopping it there", scene_id, redact_url(previous))
+    if "***" in previous:  # its credentials were not recorded: it cannot be reached from here
+        logger.warning("scene %s was on %s when its worker was lost; it may still run there", scene_id, previous)
+        return
+    logger.warning("scene %s was on %s when its worker was lost; stopping it there", scene_id, previous)
     abandon(ComfyClient(previous, request_timeout_s=5.0), scene_id, ids[-1])
