@@ -333,16 +333,18 @@ class Progress:
 
 def _describe(event: dict[str, Any]) -> str:
     scene = event.get("scene")
+    where = f" on {event['server']}" if event.get("server") else ""  # a farm run names the server
     if event["event"] == "scene_start":
-        return f"\r\x1b[2K{scene}: queued" if _interactive() else f"{scene}: queued"
+        return f"\r\x1b[2K{scene}: queued{where}" if _interactive() else f"{scene}: queued{where}"
     if event["event"] == "retry":
-        return f"{scene}: {event.get('reason')}, retry {event.get('retry')}"
+        elsewhere = " elsewhere" if event.get("elsewhere") else ""
+        return f"{scene}: {event.get('reason')}{where}, retry {event.get('retry')}{elsewhere}"
     if event["event"] == "scene_skipped":
         return f"{scene}: skipped ({event.get('reason')})"
     forced = " (runner-forced marker)" if event.get("forced_copy") else ""
     detail = f": {event.get('detail')}" if event.get("detail") and not event.get("ok") else ""
     prefix = "\r\x1b[2K" if _interactive() else ""
-    return f"{prefix}{scene}: {event.get('exit_reason')}{forced}{detail}"
+    return f"{prefix}{scene}: {event.get('exit_reason')}{where}{forced}{detail}"
 
 
 def _interactive() -> bool:

@@ -256,3 +256,18 @@ def test_per_server_slots_keep_that_many_scenes_in_flight_on_one_server(tmp_path
     assert all(o.ok for o in outcomes) and dispatcher.stats[0].scenes == 4
     assert peak == 2  # two slots: the server always had the next scene queued, never more
     assert len({body["client_id"] for body in fake.submissions}) == 2  # one websocket client per slot
+
+
+def test_the_terminal_lines_name_each_scenes_server_and_end_with_one_line_per_server(
+    tmp_path: Path, start: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = start(Scenario(run_seconds=0.05), output_dir=tmp_path / "o1")
+    b = start(Scenario(run_seconds=0.05), output_dir=tmp_path / "o2")
+    _cli_files(tmp_path)
+    args = [arg for arg in _cli_args(tmp_path, [a.url, b.url]) if arg != "--json"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    ends = [line for line in err.splitlines() if ": success on " in line]
+    assert len(ends) == 4 and all(line.endswith((a.url, b.url)) for line in ends)
+    lines = [line for line in out.splitlines() if line.startswith("server srv-")]
+    assert len(lines) == 2 and all("0 failure(s)" in line and " s busy" in line for line in lines)
