@@ -94,7 +94,7 @@ class SceneExecutor:
         detail = result.rejection_detail or exit_detail(completion, marker)
         runner_fields: dict[str, Any] = {
             "PromptId": result.prompt_id if result.queued else None,
-            "QueueStart": iso_utc(queue_start),
+            "QueueStart": self._queue_start(scene.id, result.prompt_id, iso_utc(queue_start)),
             "QueueEnd": iso_utc(queue_end),
             "DurationSeconds": round(duration, 3),
             "HistoryAttempts": counters.history_attempts,
@@ -186,6 +186,12 @@ class SceneExecutor:
         )
         self.notify({"event": "retry", "scene": scene_id, "reason": reason, "retry": counters.retries_used})
         return True
+
+    def _queue_start(self, scene_id: str, prompt_id: str, now: str) -> str:
+        """This run's start, or the submission time of a prompt an earlier run queued and this one re-attached
+        to (its execution may have started long before: a killed runner, a Celery redelivery)."""
+        submitted = self.state.submitted_at(scene_id, prompt_id)
+        return submitted if submitted is not None and submitted < now else now
 
     def _gpu_snapshot(self, label: str) -> dict[str, Any] | None:
         return server_gpu_snapshot(self.client, self.options, label)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..comfy_api.client import ComfyClient
-from ..telemetry import Deadline, InvalidInputError, atomic_write_text, parse_json, read_bounded
+from ..telemetry import Deadline, InvalidInputError, atomic_write_text, iso_utc, parse_json, read_bounded, utc_now
 from .attempt import known_to_server
 from .options import SIDE_REQUEST_TIMEOUT_S, STATE_FILE
 
@@ -75,7 +75,13 @@ class RunState:
         entry = self.scenes.setdefault(scene_id, {"PromptIds": [], "Document": None})
         if prompt_id not in entry["PromptIds"]:
             entry["PromptIds"].append(prompt_id)
+            entry.setdefault("SubmittedAt", {})[prompt_id] = iso_utc(utc_now())
         self.save()
+
+    def submitted_at(self, scene_id: str, prompt_id: str) -> str | None:
+        """When *prompt_id* was first submitted (an earlier run's time for a prompt re-attached on resume)."""
+        value = (self.scenes.get(scene_id, {}).get("SubmittedAt") or {}).get(prompt_id)
+        return value if isinstance(value, str) else None
 
     def record_document(self, scene_id: str, document: dict[str, Any]) -> None:
         self.scenes.setdefault(scene_id, {"PromptIds": []})["Document"] = document

@@ -363,3 +363,32 @@ def test_a_worker_finds_the_run_folder_under_its_own_mount_of_the_shared_folder(
     assert state["RunId"] == "farm-run" and (tmp_path / "run" / "s0" / "frame.done").is_file()
     config = WorkerConfig(FarmServer(fake.url, "srv-x"), out_root=str(mount))
     assert run_dir_of({"run_name": "run", "run_dir": "/submitter/only/run"}, config) == mount / "run"
+
+
+def test_a_redelivered_scene_re_attaches_to_its_prompt_on_the_same_server(
+    tmp_path: Path,
+    start: Any,
+    workers: Workers,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    fake = start(Scenario(run_seconds=2.0), output_dir=tmp_path / "o1")
+    first = workers.start(redis_server.url, fake.url, "first")
+    args = [sys.executable, "-m", "scene_telemetry.cli", *_submit_args(tmp_path, redis_server.url, 2)]
+    submit = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not fake.submissions and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake.submissions, "the worker never took a scene"
+        workers.kill(first)  # the whole worker dies; ComfyUI goes on with the prompt
+        workers.start(redis_server.url, fake.url, "second")  # the same server gets a new worker
+        out, err = submit.communicate(timeout=120)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+            submit.communicate()
+    assert submit.returncode == 0, err + workers.logs()
+    lost = fake.submissions[0]["prompt_id"]
+    assert len(fake.submissions) == 2  # the lost scene was not queued again: its prompt was re-attached
+    docs = json.loads((tmp_path / "run" / "artifact-metadata.json").read_text())["Scenes"]
+    assert lost in {d["PromptId"] for d in docs} and validate_run(tmp_path / "run").ok
