@@ -96,7 +96,7 @@ def submit_run(request: SubmitRequest, *, notify: Notify = lambda _: None) -> Su
         return SubmitFailure(f"broker {broker} unreachable: {redact_text(str(exc), request.broker)}", 10)
     _prepare_folder(request.out, run_id, scenes, resume=request.resume)
     app = make_app(request.broker, visibility_timeout_s=visibility_timeout_for(request.policy))
-    todo = [s for s in scenes if read_record(record_path(request.out, s.id)) is None]
+    todo = [s for s in scenes if read_record(record_path(request.out, s.id), run_id) is None]
     base = {
         "run_id": run_id,
         "run_name": request.out.resolve().name,
@@ -129,7 +129,7 @@ def submit_run(request: SubmitRequest, *, notify: Notify = lambda _: None) -> Su
                 "running could be handed to a second worker",
             }
         )
-    failure = _wait(request, scenes, ping, notify)
+    failure = _wait(request, run_id, scenes, ping, notify)
     if failure is not None:
         return failure
     return _finish(request, run_id, scenes, queued=len(todo))
@@ -163,7 +163,7 @@ def _prepare_folder(run_dir: Path, run_id: str, scenes: list[Scene], *, resume: 
         shutil.rmtree(farm, ignore_errors=True)
     else:
         for scene in scenes:
-            record = read_record(record_path(run_dir, scene.id))
+            record = read_record(record_path(run_dir, scene.id), run_id)
             if record is not None and record["Document"].get("HistoryExitReason") != "success":
                 record_path(run_dir, scene.id).unlink(missing_ok=True)
     (run_dir / RECORDS).mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,7 @@ def _pinger(broker_url: str) -> Callable[[], None]:
 
 
 def _wait(
-    request: SubmitRequest, scenes: list[Scene], ping: Callable[[], None], notify: Notify
+    request: SubmitRequest, run_id: str, scenes: list[Scene], ping: Callable[[], None], notify: Notify
 ) -> SubmitFailure | None:
     """Until every scene has its record; a failure when the broker stays away for the bound."""
     seen: set[str] = set()
@@ -194,7 +194,7 @@ def _wait(
         for scene in scenes:
             if scene.id in seen:
                 continue
-            record = read_record(record_path(request.out, scene.id))
+            record = read_record(record_path(request.out, scene.id), run_id)
             if record is not None:
                 seen.add(scene.id)
                 quiet_since = time.monotonic()
@@ -249,7 +249,7 @@ def _scene_event(record: dict[str, Any]) -> dict[str, Any]:
 def _finish(request: SubmitRequest, run_id: str, scenes: list[Scene], *, queued: int) -> SubmitResult:
     result = SubmitResult(run_id, request.out, queued=queued)
     for scene in scenes:
-        record = read_record(record_path(request.out, scene.id))
+        record = read_record(record_path(request.out, scene.id), run_id)
         assert record is not None  # _wait returned only when every scene had one
         doc = record["Document"]
         result.scenes.append(SceneOutcome(scene.id, doc.get("PromptId"), doc["HistoryExitReason"], doc))

@@ -141,13 +141,17 @@ def record_path(run_dir: Path, scene_id: str) -> Path:
     return run_dir / RECORDS / f"{scene_id}.json"
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
+def read_record(path: Path, run_id: str | None = None) -> dict[str, Any] | None:
     """A scene's record, or None when there is none yet (or a torn one, which cannot happen: atomic writes)."""
     try:
         data = json.loads(read_bounded(path, MAX_RECORD_BYTES).decode("utf-8"))  # never blocks on a FIFO
     except (InvalidInputError, ValueError, RecursionError):
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("Document"), dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("Document"), dict):
+        return None
+    if run_id is not None and data.get("RunId") != run_id:
+        return None  # a record an earlier run's straggler wrote: not this run's
+    return data
 
 
 def run_dir_of(payload: dict[str, Any], config: WorkerConfig) -> Path:
@@ -180,7 +184,7 @@ def execute(
     run_dir = run_dir_of(payload, config)
     scene = Scene(str(payload["scene"]["id"]), dict(payload["scene"]["values"]))
     path = record_path(run_dir, scene.id)
-    existing = read_record(path)
+    existing = read_record(path, str(payload["run_id"]))
     if existing is not None:
         logger.info("scene %s already has its record (a redelivered message); not run again", scene.id)
         return {"scene": scene.id, "exit_reason": existing["Document"].get("HistoryExitReason"), "duplicate": True}
@@ -244,6 +248,7 @@ def execute(
         requeue({**payload, "attempt": used + 1, "retries_left": retries_left - 1})
         return {"scene": scene.id, "exit_reason": outcome.exit_reason, "requeued": True}
     record = {
+        "RunId": run_id,
         "SceneId": scene.id,
         "Worker": config.hostname,
         "FinishedAt": iso_utc(utc_now()),

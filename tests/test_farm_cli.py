@@ -66,3 +66,15 @@ def test_a_worker_whose_server_does_not_answer_is_one_line(capsys: pytest.Captur
     code = main(["farm", "worker", "--broker", "redis://:secret@127.0.0.1:1/0", "--server", "http://127.0.0.1:1"])
     err = capsys.readouterr().err
     assert code == 10 and "did not answer /system_stats" in err and "secret" not in err and "Traceback" not in err
+
+
+def test_a_record_an_earlier_runs_straggler_wrote_is_not_taken_for_this_runs(tmp_path: Path) -> None:
+    from scene_telemetry.farm.tasks import read_record
+
+    path = tmp_path / "s0.json"
+    path.write_text(json.dumps({"RunId": "run-old", "SceneId": "s0", "Document": {"HistoryExitReason": "success"}}))
+    assert read_record(path, "run-new") is None
+    record = read_record(path, "run-old")
+    assert record is not None and record["SceneId"] == "s0"
+    path.write_text("[1, 2]")
+    assert read_record(path) is None  # not a record at all
