@@ -54,7 +54,6 @@ def _register_worker(commands: Any) -> None:
         metavar="DIR",
         help="this machine's mount of the shared folder holding the run folders (default: the submitter's paths)",
     )
-    parser.add_argument("--comfy-output-dir", metavar="DIR", help="the server's output folder, when on this machine")
     parser.add_argument(
         "--visibility-timeout-seconds",
         type=positive_seconds,
@@ -126,7 +125,6 @@ def _worker(args: argparse.Namespace) -> int:
         args.broker,
         server,
         out_root=args.out,
-        comfy_output_dir=args.comfy_output_dir,
         server_grace_s=args.server_grace_seconds,
         visibility_timeout_s=args.visibility_timeout_seconds or _default_visibility(),
         loglevel="INFO" if args.verbose else "WARNING",

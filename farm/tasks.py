@@ -78,6 +78,8 @@ class WorkerConfig:
     """This machine's mount of the shared folder: a run folder ``NAME`` is ``out_root/NAME`` (None: the
     message's absolute path, the same mount on every machine)."""
     comfy_output_dir: str | None = None
+    """Not offered by ``farm worker``: submit validates the run folder alone, so every worker copies the frames
+    and marker there through ``/view`` (a local output folder would leave them on the GPU host)."""
     server_grace_s: float = 60.0
     hostname: str = socket.gethostname()
     metrics_port: int | None = None

@@ -52,7 +52,6 @@ def run_worker(
     server: FarmServer,
     *,
     out_root: str | None,
-    comfy_output_dir: str | None,
     visibility_timeout_s: float,
     server_grace_s: float = 60.0,
     loglevel: str = "WARNING",
@@ -69,7 +68,6 @@ def run_worker(
     config = WorkerConfig(
         server,
         out_root=out_root,
-        comfy_output_dir=comfy_output_dir,
         server_grace_s=server_grace_s,
         metrics_port=metrics_port,
         webhooks=webhooks,
