@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..monitoring import Monitor, WebhookURLError, check_url
+if TYPE_CHECKING:  # the monitoring package (HTTP server, webhook threads) loads only when a command opens it
+    from ..monitoring import Monitor
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ def metrics_port(text: str) -> int:
 
 def webhook_url(text: str) -> str:
     """argparse ``type=`` for ``--webhook``: an http(s) URL; the error never repeats the URL's secrets."""
+    from ..monitoring import WebhookURLError, check_url
+
     try:
         return check_url(text)
     except WebhookURLError as exc:
@@ -67,6 +70,8 @@ def add_monitoring_arguments(parser: argparse.ArgumentParser) -> None:
 
 def open_monitor(args: argparse.Namespace, *, source: str) -> Monitor | str:
     """The command's :class:`Monitor`, or one line saying why it could not start (the port is taken)."""
+    from ..monitoring import Monitor, WebhookURLError
+
     port = getattr(args, "metrics_port", None)
     try:
         return Monitor.from_options(port, getattr(args, "webhook", None) or [], source=source)

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import sentinel
-from ..sentinel import DEFAULT_QUIET_S, STATE_NAME, FsSentinel, Journal, ServerSentinel
+from ..sentinel import DEFAULT_QUIET_S, STATE_NAME
 from ..telemetry import InvalidInputError
 from ._args import server_url
 from ._console import emit, error
@@ -147,7 +147,7 @@ def build_service(args: argparse.Namespace, monitor: Monitor | None = None) -> _
     server answered (``scene_telemetry_server_up``)."""
     output = Path(os.path.abspath(args.output_dir))
     state = Path(os.path.abspath(args.state)) if args.state else output / STATE_NAME
-    journal = Journal.load(state)
+    journal = sentinel.Journal.load(state)
     journal.check_writable()
     on_marker = None
     if monitor is not None:
@@ -157,10 +157,10 @@ def build_service(args: argparse.Namespace, monitor: Monitor | None = None) -> _
 
     if args.server:
         on_server = None if monitor is None else functools.partial(monitor.server_up, args.server)
-        return ServerSentinel(
+        return sentinel.ServerSentinel(
             args.server, output, journal, use_events=not args.poll, on_marker=on_marker, on_server=on_server
         )
-    return FsSentinel(
+    return sentinel.FsSentinel(
         output, journal, quiet_s=args.quiet_seconds, poll=True if args.poll else None, on_marker=on_marker
     )
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..telemetry import TelemetryError
+from ._defaults import DEFAULT_QUIET_S
 from ._formats import is_complete
 from ._journal import Journal
 from ._marking import BatchFile, MarkerListener, mark_batch, notify_marker
@@ -34,7 +35,6 @@ from ._naming import GroupKey, parse_name
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_QUIET_S = 5.0
 MAX_POLL_INTERVAL_S = 2.0
 """Polling re-stats every directory once per interval (~5 us each): half the quiet period, at most this."""
 RESCAN_INTERVAL_S = 60.0

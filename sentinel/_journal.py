@@ -27,7 +27,6 @@ from ._naming import GroupKey
 
 logger = logging.getLogger(__name__)
 
-STATE_NAME = ".scene-telemetry-sentinel.json"
 """Default journal file in the output directory (hidden: the sentinel never groups it)."""
 DOCUMENT = "scene-telemetry-sentinel-state"
 VERSION = 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import ContractError
@@ -39,13 +39,18 @@ SCHEMA_FILES: tuple[str, ...] = ("common", *DOCUMENT_KINDS)
 
 ANNOTATIONS: frozenset[str] = frozenset({"title", "description", "x-writer", "x-unit", "x-null-when"})
 """Keywords that never affect validity; dropped from the bundled schemas."""
+_SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 _NOT_BUNDLED: frozenset[str] = ANNOTATIONS | {"$defs", "$id", "$schema"}
 """Keywords a bundled (ref-free, single-file) schema has no use for."""
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    """Return the parsed schema ``telemetry/schemas/<name>.json``."""
-    text = resources.files(__package__).joinpath("schemas").joinpath(f"{name}.json").read_text("utf-8")
+    """Return the parsed schema ``telemetry/schemas/<name>.json``.
+
+    Read beside this module (the pack and the pip package both ship the folder as plain files); importlib.resources
+    would cost the start-up of ``validate`` and ``wait`` a few milliseconds of imports for nothing.
+    """
+    text = (_SCHEMA_DIR / f"{name}.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 

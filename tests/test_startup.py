@@ -113,3 +113,23 @@ def test_an_unknown_command_lists_every_command(capsys: pytest.CaptureFixture[st
         main(["bogus"])
     err = capsys.readouterr().err
     assert "choose from" in err and "'validate'" in err and "'sentinel'" in err
+
+
+def test_help_loads_no_engine_of_the_service_commands() -> None:
+    """``--help`` registers every parser; file watching, the webhook senders and the HTTP client stay unloaded."""
+    probe = (
+        "import json, sys\nfrom scene_telemetry.cli.main import build_parser\nbuild_parser()\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('watchdog', 'scene_telemetry.sentinel._',"
+        " 'scene_telemetry.monitoring', 'celery')) and m != 'scene_telemetry.sentinel._defaults')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(done.stdout) == []
+
+
+def test_the_sentinel_package_resolves_every_public_name_lazily() -> None:
+    from scene_telemetry import sentinel
+
+    for name in sentinel.__all__:
+        assert getattr(sentinel, name) is not None, name
+    with pytest.raises(AttributeError):
+        _ = sentinel.NoSuchName  # type: ignore[attr-defined]
