@@ -160,6 +160,9 @@ def _start_observer(marker: Path, inbox: _Inbox) -> Any | None:
         observer.start()
     except OSError as exc:  # inotify watch/instance limits (ENOSPC, EMFILE), vanished folder
         logger.warning("file events unavailable for %s (%s); polling instead", marker.parent, exc)
+        observer.stop()  # a scheduled watch may already run its reader thread: never leave it behind
+        if observer.is_alive():
+            observer.join(5.0)
         return None
     return observer
 

@@ -113,3 +113,17 @@ def test_folder_mode_wakes_for_a_new_marker(output_dir: Path, use_events: bool) 
     finally:
         thread.join()
     assert body["PromptId"] == "p1"
+
+
+def test_no_inotify_watch_left_polls_and_leaves_no_thread(output_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused watch (inotify limits) means polling; the observer's reader thread must not outlive the wait."""
+    from scene_telemetry.telemetry import DoneTimeoutError
+    from watchdog.observers import Observer
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "inotify watch limit reached")
+
+    monkeypatch.setattr(Observer, "start", refuse)
+    with pytest.raises(DoneTimeoutError):
+        wait_for_done(output_dir, timeout=0.3, poll_interval=0.05)
+    # the autouse no_thread_leaks fixture fails the test if the scheduled emitter's thread is still running
