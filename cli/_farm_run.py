@@ -7,6 +7,7 @@ out, quarantined, counts at the end) and the ``servers`` list in ``--json``'s re
 from __future__ import annotations
 
 import argparse
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from ..telemetry import InvalidInputError
@@ -63,6 +64,22 @@ def add_farm_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def _same_server_key(url: str) -> tuple[str, str, int, str]:
+    """What makes two spellings of a URL one server: ``HTTP://LocalHost:80/`` is ``http://127.0.0.1``.
+
+    Listing a server twice would double its slots and split its failure count (quarantine), so the
+    scheme and host are compared without case, the default port filled in, and loopback names merged.
+    """
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, "loopback" if host in _LOOPBACK else host, port, parts.path.rstrip("/")
+
+
 def resolve_servers(args: argparse.Namespace) -> list[str]:
     """``--server`` values then ``--servers FILE`` lines, duplicates dropped; the default when none is given."""
     from ..farm.servers import load_servers_file
@@ -70,12 +87,14 @@ def resolve_servers(args: argparse.Namespace) -> list[str]:
     urls: list[str] = list(args.server or [])
     if getattr(args, "servers", None):
         urls += load_servers_file(args.servers)
-    unique = list(dict.fromkeys(urls))
+    unique: dict[tuple[str, str, int, str], str] = {}
+    for url in urls:
+        unique.setdefault(_same_server_key(url), url)  # the first spelling is kept
     if len(unique) > 1 and getattr(args, "comfy_output_dir", None):
         raise InvalidInputError(
             "--comfy-output-dir names one server's output folder; a farm reads every server's frames through /view"
         )
-    return unique or [DEFAULT_SERVER]
+    return list(unique.values()) or [DEFAULT_SERVER]
 
 
 def run_farm_command(

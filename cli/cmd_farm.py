@@ -41,8 +41,34 @@ def register(subparsers: Any) -> None:
     _register_status(commands)
 
 
+BROKER_SCHEMES = ("redis", "rediss")
+
+
+def broker_url(text: str) -> str:
+    """argparse ``type=`` for ``--broker``: a Redis URL; the error shows it with its credentials hidden.
+
+    Any other scheme (``amqp://``, a typo) would otherwise reach the Redis client and read as an
+    unreachable broker (exit 10) instead of a usage error.
+    """
+    import urllib.parse
+
+    from ..farm.redact import redact_url
+
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"broker URL {redact_url(text)} is malformed: {exc}") from None
+    if parts.scheme not in BROKER_SCHEMES or not parts.hostname:
+        got = f"{parts.scheme}://" if parts.scheme else "no scheme"  # the rest may be a mistyped password
+        raise argparse.ArgumentTypeError(f"broker URL must be redis://[:password@]host[:port]/db, got {got}")
+    return text
+
+
 def _broker_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", required=True, metavar="URL", help="redis://[:password@]host:6379/0")
+    parser.add_argument(
+        "--broker", type=broker_url, required=True, metavar="URL", help="redis://[:password@]host:6379/0"
+    )
 
 
 def _register_worker(commands: Any) -> None:
@@ -116,6 +142,9 @@ def _worker(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from ..farm.worker import WorkerFailure, identify_server, run_worker
 
+    if args.out is not None and not Path(args.out).is_dir():  # else every scene would fail on the worker
+        error(f"--out {args.out}: not a directory (this machine's mount of the shared run folders)")
+        return EXIT_USAGE
     server = identify_server(args.server)
     if isinstance(server, WorkerFailure):
         error(server.reason)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 
 from ..telemetry import InvalidInputError
+
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
+
+
+def _shown(text: str) -> str:
+    """*text* as an error may repeat it: a ``user:password@`` becomes ``***@`` (errors end up in CI logs)."""
+    return repr(_USERINFO.sub("***@", text))
 
 
 def parse_server_url(text: str) -> str:
@@ -16,7 +24,7 @@ def parse_server_url(text: str) -> str:
         parts = urllib.parse.urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
     except ValueError as exc:
-        raise InvalidInputError(f"server URL {text!r} is malformed: {exc}") from None
+        raise InvalidInputError(f"server URL {_shown(text)} is malformed: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError(f"server URL must be http(s)://host:port, got {text!r}")
+        raise InvalidInputError(f"server URL must be http(s)://host:port, got {_shown(text)}")
     return text.rstrip("/")

@@ -1,0 +1,69 @@
+"""Hostile input to the farm options: credentials never echoed, one server never listed twice, a wrong broker
+scheme or a worker --out that is a file refused with one line before anything starts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from scene_telemetry.cli._farm_run import resolve_servers
+from scene_telemetry.cli.main import main
+
+
+def _files(tmp_path: Path) -> list[str]:
+    (tmp_path / "wf.json").write_text(json.dumps({"1": {"class_type": "EmptyImage", "inputs": {}}}))
+    (tmp_path / "scenes.json").write_text(json.dumps([{"id": "s0"}]))
+    return [str(tmp_path / "wf.json"), "--scenes", str(tmp_path / "scenes.json"), "--out", str(tmp_path / "run")]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:hunter2@127.0.0.1:abc", "ftp://user:hunter2@127.0.0.1:1", "http://u:hun@ter2@h:99999"]
+)
+def test_a_bad_server_url_error_never_repeats_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *_files(tmp_path), "--server", url])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "hunter2" not in err and "ter2" not in err and "***@" in err
+
+
+def test_a_bad_servers_file_line_never_repeats_its_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "servers.txt").write_text("http://user:hunter2@127.0.0.1:99999\n")
+    code = main(["run", *_files(tmp_path), "--servers", str(tmp_path / "servers.txt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "line 1" in err and "hunter2" not in err
+
+
+def test_one_server_under_several_spellings_is_listed_once(tmp_path: Path) -> None:
+    (tmp_path / "servers.txt").write_text(
+        "http://127.0.0.1:8188/\nHTTP://LOCALHOST:8188\nhttp://[::1]:8188\nhttp://gpu1:80\nhttp://gpu1/\n"
+        "http://127.0.0.1:8189\n"
+    )
+    args = argparse.Namespace(server=["http://localhost:8188"], servers=str(tmp_path / "servers.txt"))
+    assert resolve_servers(args) == ["http://localhost:8188", "http://gpu1:80", "http://127.0.0.1:8189"]
+
+
+@pytest.mark.parametrize("broker", ["amqp://u:hunter2@127.0.0.1:1/", "redis://:hunter2@127.0.0.1:abc/0", "hunter2"])
+@pytest.mark.parametrize("command", ["status", "worker"])
+def test_a_broker_that_is_not_a_redis_url_is_a_usage_error_without_its_password(
+    capsys: pytest.CaptureFixture[str], broker: str, command: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["farm", command, "--broker", broker])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--broker" in err and "hunter2" not in err and "Traceback" not in err
+
+
+def test_a_worker_whose_out_is_a_file_is_refused_before_it_touches_server_or_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "shared").write_text("not a folder")
+    code = main(
+        ["farm", "worker", "--broker", "redis://127.0.0.1:1/0", "--server", "http://127.0.0.1:1"]
+        + ["--out", str(tmp_path / "shared")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "not a directory" in err and len(err.splitlines()) == 1
