@@ -175,7 +175,7 @@ def load_run(run_dir: str | os.PathLike[str], *, output_dir: str | os.PathLike[s
     metadata_path, summary_path = folder / ARTIFACT_METADATA_NAME, folder / RUN_SUMMARY_NAME
     missing: list[str] = []
     metadata = _read_metadata(metadata_path, missing)
-    if not summary_path.is_file():
+    if not _is_file(summary_path):
         missing.append(f"{RUN_SUMMARY_NAME}: file is missing")
     docs = _scene_documents(metadata, missing) if metadata is not None else _telemetry_files(folder, missing)
     scenes = [scene_row(i, doc, folder, base) for i, doc in enumerate(docs)]
@@ -205,7 +205,7 @@ def load_run(run_dir: str | os.PathLike[str], *, output_dir: str | os.PathLike[s
         scenes,
         missing,
         metadata_path if metadata is not None else None,
-        summary_path if summary_path.is_file() else None,
+        summary_path if _is_file(summary_path) else None,
     )
 
 
@@ -307,8 +307,16 @@ def _wait(doc: Mapping[str, Any]) -> float | None:
     return round(max(0.0, started - queued), 3)
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the OS refuses the name (too long, a NUL) instead of raising."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _existing(path: Path) -> Path | None:
-    return path if path.is_file() else None
+    return path if _is_file(path) else None
 
 
 def _attach_marker(row: SceneRow, folder: Path, frames: Mapping[str, Any], output_dir: Path | None) -> None:
@@ -317,7 +325,7 @@ def _attach_marker(row: SceneRow, folder: Path, frames: Mapping[str, Any], outpu
     except (ValueError, OSError) as exc:
         row.problems.append(f"marker location unusable: {exc}")
         return
-    path = next((c for c in candidates if c.is_file()), None)
+    path = next((c for c in candidates if _is_file(c)), None)
     if path is None:
         row.problems.append(f"marker {as_str(frames.get('MarkerName')) or '?'} not found")
         return
@@ -335,7 +343,7 @@ def _marker_rows(folder: Path) -> list[SceneRow]:
     """One row per readable ``.done`` marker: a folder with frames and markers only."""
     paths: list[Path] = []
     for pattern in MARKER_GLOBS:
-        paths += sorted(p for p in folder.glob(pattern) if p.is_file())
+        paths += sorted(p for p in folder.glob(pattern) if _is_file(p))
         if len(paths) >= MAX_SCENE_FILES:
             break
     rows: list[SceneRow] = []

@@ -12,10 +12,12 @@ import base64
 import io
 import logging
 import os
+import stat
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -91,9 +93,25 @@ def pick_frames(names: Sequence[str]) -> list[tuple[str, str]]:
     return picked
 
 
+class NotAFile(OSError):
+    """A frame name that is a FIFO, socket or device: opening it to read could block, or never end."""
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """*path* opened for reading when it is a regular file; a FIFO is opened without blocking, then refused."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotAFile("not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def thumbnail(path: Path, box: tuple[int, int] = THUMB_BOX) -> tuple[bytes, int, int]:
     """JPEG bytes of *path* fitted into *box*, and the thumbnail's size."""
-    with Image.open(path) as image:
+    with _open_regular(path) as handle, Image.open(handle) as image:
         image.draft("RGB", box)  # JPEG: decode at reduced scale
         image.thumbnail(box, Image.Resampling.BILINEAR, reducing_gap=2.0)
         rgb = image.convert("RGB")
@@ -119,6 +137,8 @@ def _make(path: Path | None, position: str, name: str) -> Thumb:
         return Thumb(position, name, note="not an image (no thumbnail)")
     try:
         data, width, height = thumbnail(path)
+    except NotAFile:
+        return Thumb(position, name, note="not a regular file (no thumbnail)")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return Thumb(position, name, note=f"unreadable: {type(exc).__name__}")
     uri = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")

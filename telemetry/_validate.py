@@ -191,6 +191,14 @@ def _dump(value: Any) -> str:
         return repr(value)
 
 
+def _exists(path: Path) -> bool:
+    """``path.exists()``, False where the OS refuses the name (too long, a NUL) instead of raising."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 # --- telemetry files -----------------------------------------------------------------------------------------------
 
 
@@ -198,7 +206,7 @@ def telemetry_rows(run_dir: Path, scene: Mapping[str, Any]) -> list[CheckRow]:
     """The scene's telemetry file exists, is contract-valid and equals its metadata entry."""
     scene_id = str(scene["SceneId"])
     path = run_dir / telemetry_file_name(scene_id)
-    if not path.exists():
+    if not _exists(path):
         return [row("telemetry-file", scene_id, path.name, "fail", "telemetry file is missing", file=str(path))]
     rows: list[CheckRow] = []
     document = read_json(path, rows, check="telemetry-file", scene=scene_id)
@@ -274,6 +282,11 @@ def marker_candidates(run_dir: Path, frames: Mapping[str, Any], output_dir: Path
     return found
 
 
+def _present(path: Path) -> bool:
+    """Something other than a folder is at *path* (a FIFO marker is a row too)."""
+    return _exists(path) and not path.is_dir()
+
+
 def marker_rows(run_dir: Path, scene: Mapping[str, Any], output_dir: Path | None = None) -> list[CheckRow]:
     """The scene's marker exists, is valid, belongs to the scene, and matches Frames and the disk."""
     scene_id = str(scene["SceneId"])
@@ -281,7 +294,7 @@ def marker_rows(run_dir: Path, scene: Mapping[str, Any], output_dir: Path | None
     if not isinstance(frames, Mapping):
         return [row("marker", scene_id, "Frames", "skip", "Frames is null: the scene produced no marker")]
     candidates = marker_candidates(run_dir, frames, output_dir)
-    path = next((c for c in candidates if c.exists() and not c.is_dir()), None)  # a FIFO marker is a row too
+    path = next((c for c in candidates if _present(c)), None)  # a FIFO marker is a row too
     if path is None:
         tried = ", ".join(str(c) for c in candidates[:4])
         return [row("marker", scene_id, "Frames.MarkerName", "fail", f"marker not found (looked for {tried})")]

@@ -7,6 +7,7 @@ parsed with the standard library's parser.
 from __future__ import annotations
 
 import json
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -364,3 +365,29 @@ def test_farm_run_with_report_shows_one_lane_per_server(tmp_path, capsys):
     data = json.loads(re.search(r'id="report-data">(.*?)</script>', text).group(1))
     assert sorted(data["timeline"]["servers"]) == sorted([a.url, b.url]) and len(data["timeline"]["start"]) == 4
     assert 'Validator: <span class="word">PASSED</span>' in text
+
+
+def test_names_the_os_refuses_are_rows_not_a_lost_report(tmp_path, capsys):
+    """A marker name or scene id too long for the file system (or holding a NUL) is a problem on its row."""
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=2))
+    metadata = json.loads((run_dir / "artifact-metadata.json").read_text("utf-8"))
+    metadata["Scenes"][0]["Frames"]["MarkerName"] = "y" * 300 + ".done"
+    metadata["Scenes"][1]["SceneId"] = "s" * 300
+    metadata["Scenes"].append({"SceneId": "nul", "Frames": {"Count": 1, "MarkerName": "a\x00.done"}})
+    (run_dir / "artifact-metadata.json").write_text(json.dumps(metadata), "utf-8")
+    code, _, err = report(capsys, str(run_dir))
+    assert code == 1 and err == ""
+    text, page = parse(run_dir / REPORT_NAME)
+    assert len([r for r in page.rows if r]) == 3
+    assert "not found" in text
+
+
+def test_a_fifo_frame_does_not_hang_the_report(tmp_path, capsys):
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=1))
+    frame = run_dir / "scene-0000" / "frame_00002_.png"
+    frame.unlink()
+    os.mkfifo(frame)  # opening it for reading would block until a writer comes
+    code, _, err = report(capsys, str(run_dir))
+    assert code == 1 and err == ""
+    text, _ = parse(run_dir / REPORT_NAME)
+    assert "not a regular file" in text
