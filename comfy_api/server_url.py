@@ -27,4 +27,10 @@ def parse_server_url(text: str) -> str:
         raise InvalidInputError(f"server URL {_shown(text)} is malformed: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInputError(f"server URL must be http(s)://host:port, got {_shown(text)}")
+    if parts.username is not None or parts.password is not None:
+        # The HTTP client cannot send them (the host would read as "user:password@host") and every error
+        # line would repeat them: refused up front, without echoing them.
+        raise InvalidInputError(
+            f"server URL {_shown(text)} carries user:password; ComfyUI has no login: give http(s)://host:port"
+        )
     return text.rstrip("/")

@@ -67,3 +67,18 @@ def test_a_worker_whose_out_is_a_file_is_refused_before_it_touches_server_or_bro
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "not a directory" in err and len(err.splitlines()) == 1
+
+
+def test_a_server_url_with_credentials_is_refused_up_front_without_echoing_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The client cannot log in with them (every request failed as 'Name or service not known') and each
+    error line repeated the password; now: exit 2, one line, before any request."""
+    (tmp_path / "servers.txt").write_text("http://127.0.0.1:1\nhttp://alice:S3CRETPW@127.0.0.1:2\n")
+    code = main(["run", *_files(tmp_path), "--servers", str(tmp_path / "servers.txt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "line 2" in err and "user:password" in err and "S3CRETPW" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["farm", "worker", "--broker", "redis://127.0.0.1:1/0", "--server", "http://alice:S3CRETPW@127.0.0.1:2"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "user:password" in err and "S3CRETPW" not in err
