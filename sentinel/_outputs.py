@@ -13,6 +13,7 @@ replays the old names).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -63,6 +64,17 @@ def cached_nodes(status: Mapping[str, Any] | None) -> frozenset[str]:
     return frozenset(nodes)
 
 
+def _create_time(value: Any) -> float:
+    """A prompt's ``create_time`` (epoch ms) as a finite float; 0.0 when absent, not a number, or out of range."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return 0.0
+    try:
+        created = float(value)
+    except OverflowError:  # an integer of hundreds of digits from a hostile server
+        return 0.0
+    return created if math.isfinite(created) else 0.0
+
+
 def from_history(prompt_id: str, entry: Mapping[str, Any]) -> FinishedPrompt | None:
     """A ``/history`` entry (``prompt`` is ``[number, id, graph, extra_data, outputs_to_execute]``)."""
     status = entry.get("status") if isinstance(entry.get("status"), Mapping) else {}
@@ -73,11 +85,10 @@ def from_history(prompt_id: str, entry: Mapping[str, Any]) -> FinishedPrompt | N
     assert isinstance(status, Mapping) and isinstance(outputs, Mapping)
     # the /api/jobs rule (comfy_execution/jobs.py): status_str 'error' is failed, anything else completed
     state = "failed" if status.get("status_str") == "error" else "completed"
-    created = extra.get("create_time")
     return FinishedPrompt(
         prompt_id,
         state,
-        float(created) if isinstance(created, (int, float)) else 0.0,
+        _create_time(extra.get("create_time")),
         graph,
         outputs,
         cached_nodes(status),
@@ -94,11 +105,10 @@ def from_job(job: Mapping[str, Any]) -> FinishedPrompt | None:
     graph = workflow.get("prompt") if isinstance(workflow.get("prompt"), Mapping) else {}
     outputs = job.get("outputs") if isinstance(job.get("outputs"), Mapping) else {}
     status = job.get("execution_status") if isinstance(job.get("execution_status"), Mapping) else None
-    created = job.get("create_time")
     return FinishedPrompt(
         prompt_id,
         str(job.get("status", "")),
-        float(created) if isinstance(created, (int, float)) else 0.0,
+        _create_time(job.get("create_time")),
         graph if isinstance(graph, Mapping) else {},
         outputs if isinstance(outputs, Mapping) else {},
         cached_nodes(status),
@@ -147,8 +157,11 @@ def node_batches(prompt: FinishedPrompt) -> tuple[list[NodeBatch], list[str]]:
         for item in _file_items(ui):
             if item.get("type", "output") != "output":
                 continue
-            filename = str(item["filename"])
-            subfolder = str(item.get("subfolder") or "").replace("\\", "/").strip("/")
+            filename, subfolder = str(item["filename"]), item.get("subfolder") or ""
+            if not isinstance(subfolder, str):
+                skipped.append(f"node {node_id}: {filename} has a subfolder that is not a string")
+                continue
+            subfolder = subfolder.replace("\\", "/").strip("/")
             if not _safe_relative(subfolder, filename):
                 skipped.append(f"node {node_id}: {subfolder}/{filename} is outside the output directory")
                 continue

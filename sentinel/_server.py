@@ -231,10 +231,14 @@ class ServerSentinel:
         new_ids: list[str] = []
         for page in range(MAX_PAGES):
             reply = self.client.jobs(limit=self.page_size, offset=page * self.page_size)
-            jobs = [j for j in reply.get("jobs", []) if isinstance(j, Mapping) and isinstance(j.get("id"), str)]
+            listed = reply.get("jobs", [])
+            if not isinstance(listed, list):  # a hostile or broken server: an outage, not a crash
+                raise ClientError(f"/api/jobs answered with 'jobs' of type {type(listed).__name__}, expected a list")
+            jobs = [j for j in listed if isinstance(j, Mapping) and isinstance(j.get("id"), str)]
             fresh = [str(j["id"]) for j in jobs if not self._known(str(j["id"]))]
             new_ids += fresh
-            more = bool((reply.get("pagination") or {}).get("has_more"))
+            pagination = reply.get("pagination")
+            more = isinstance(pagination, Mapping) and pagination.get("has_more") is True
             if not more or len(fresh) < len(jobs) or not jobs:
                 break  # a known id: everything older was handled before
         prompts = []

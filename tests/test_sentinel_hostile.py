@@ -1,0 +1,81 @@
+"""Sentinel, server mode, against a hostile or broken server: every malformed reply is an outage, never a crash.
+
+The replies are handed to the sentinel in place of the HTTP transport (the transport's own hostile-input
+handling, non-JSON and non-object bodies, is tested with the client); what is tested here is what the
+sentinel does with a well-formed JSON object of the wrong shape.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_comfy import load_transcript
+from scene_telemetry.sentinel import Journal, ServerSentinel, from_history, from_job, node_batches
+
+
+def hostile_sentinel(out: Path, jobs_reply: dict[str, Any]) -> ServerSentinel:
+    service = ServerSentinel("http://127.0.0.1:9", out, Journal.load(out / ".scene-telemetry-sentinel.json"))
+    service.client.system_stats = lambda **_: {"system": {"comfyui_version": "0.8.0"}}  # type: ignore[method-assign]
+    service.client.jobs = lambda **_: jobs_reply  # type: ignore[method-assign]
+    service.client.job = lambda prompt_id: {"id": prompt_id, "status": "completed", "outputs": {}}  # type: ignore[method-assign]
+    return service
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"jobs": 5},
+        {"jobs": "abc"},
+        {"jobs": {"id": "x"}},
+    ],
+    ids=["jobs-int", "jobs-str", "jobs-object"],
+)
+def test_a_jobs_list_of_the_wrong_type_is_an_outage_not_a_crash(
+    output_dir: Path, reply: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    service = hostile_sentinel(output_dir, reply)
+    assert service._sync() is False
+    assert "expected a list" in caplog.text
+
+
+@pytest.mark.parametrize("pagination", [["x"], "yes", 7, {"has_more": "false"}], ids=["list", "str", "int", "str-flag"])
+def test_a_pagination_of_the_wrong_type_ends_the_listing(output_dir: Path, pagination: Any) -> None:
+    service = hostile_sentinel(output_dir, {"jobs": [{"id": "p1"}], "pagination": pagination})
+    assert service._sync() is True
+    assert service.journal.prompts.keys() >= {"p1"}
+
+
+@pytest.mark.parametrize("created", [10**400, float("nan"), float("inf"), True, "1"])
+def test_a_create_time_out_of_range_is_zero(created: Any) -> None:
+    assert from_job({"id": "p", "status": "completed", "create_time": created}).create_time == 0.0  # type: ignore[union-attr]
+    data = load_transcript("success")
+    prompt_id = data["prompt_reply"]["prompt_id"]
+    entry = copy.deepcopy(data["history"][prompt_id])
+    entry["prompt"][3]["create_time"] = created
+    assert from_history(prompt_id, entry).create_time == 0.0  # type: ignore[union-attr]
+
+
+def test_a_subfolder_that_is_not_a_string_is_skipped() -> None:
+    prompt = from_job(
+        {
+            "id": "p",
+            "status": "completed",
+            "workflow": {"prompt": {"9": {"class_type": "SaveImage"}}},
+            "outputs": {
+                "9": {
+                    "images": [
+                        {"filename": "a_00001_.png", "subfolder": ["x"], "type": "output"},
+                        {"filename": "b_00001_.png", "subfolder": {"../": 1}, "type": "output"},
+                        {"filename": "c_00001_.png", "subfolder": "ok", "type": "output"},
+                    ]
+                }
+            },
+        }
+    )
+    assert prompt is not None
+    batches, skipped = node_batches(prompt)
+    assert [b.key.folder for b in batches] == ["ok"]
+    assert len(skipped) == 2 and all("not a string" in line for line in skipped)
