@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import stat
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
@@ -139,7 +140,9 @@ def _make(path: Path | None, position: str, name: str) -> Thumb:
         data, width, height = thumbnail(path)
     except NotAFile:
         return Thumb(position, name, note="not a regular file (no thumbnail)")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return Thumb(position, name, note="too many pixels to decode for a thumbnail")
+    except (OSError, ValueError, SyntaxError) as exc:
         return Thumb(position, name, note=f"unreadable: {type(exc).__name__}")
     uri = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
     return Thumb(position, name, uri, width, height)
@@ -168,8 +171,18 @@ class PendingSheet:
         return sheet
 
 
+def refuse_bombs() -> None:
+    """Make Pillow's DecompressionBombWarning an error, so such a frame gets a note instead of a thumbnail.
+
+    Between ``Image.MAX_IMAGE_PIXELS`` and twice that, Pillow only warns (several lines on stderr) and
+    decodes anyway: a small, highly compressed PNG would cost hundreds of MB per thumbnail thread.
+    """
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 def start_sheet(rows: Sequence[SceneRow], executor: Executor, cap: int = MAX_SHEET_SCENES) -> PendingSheet:
     """Queue the thumbnails of the picked scenes on *executor*."""
+    refuse_bombs()
     picked, total = pick_scenes(rows, cap)
     jobs: list[tuple[SceneRow, list[Future[Thumb]]]] = []
     for scene in picked:

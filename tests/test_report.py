@@ -391,3 +391,16 @@ def test_a_fifo_frame_does_not_hang_the_report(tmp_path, capsys):
     assert code == 1 and err == ""
     text, _ = parse(run_dir / REPORT_NAME)
     assert "not a regular file" in text
+
+
+def test_a_decompression_bomb_frame_gets_a_note_not_a_warning_or_hundreds_of_mb(tmp_path, capsys):
+    from PIL import Image
+
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=1))
+    frame = run_dir / "scene-0000" / "frame_00002_.png"
+    side = int((Image.MAX_IMAGE_PIXELS or 89_478_485) ** 0.5) + 10  # past the warning limit, under the error one
+    Image.new("1", (side, side)).save(frame)  # 1 bit a pixel: a small file that decodes to hundreds of MB of RGB
+    code, _, err = report(capsys, str(run_dir))
+    assert code == 1 and err == ""
+    text, _ = parse(run_dir / REPORT_NAME)
+    assert "too many pixels to decode for a thumbnail" in text
