@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from ._formats import CHECKERS
 
-_COUNTER_NAME = re.compile(r"^(?P<prefix>.+)_(?P<counter>\d{5,})_?(?:-audio)?\.(?P<ext>[A-Za-z0-9]+)$")
+_COUNTER_NAME = re.compile(r"(?P<prefix>.+)_(?P<counter>\d{5,})_?(?:-audio)?\.(?P<ext>[A-Za-z0-9]+)", re.DOTALL)
+"""Matched whole (``fullmatch``) and across newlines: ``$`` would accept ``x_00001_.png\n`` as a PNG, and ``.``
+without DOTALL would never group a prefix holding a newline (its files were never marked)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -48,7 +50,7 @@ def parse_name(name: str) -> CounterName | None:
     """Split ``frame_00012_.png``; None for hidden files, markers, temp files and names without a counter."""
     if name.startswith("."):
         return None
-    match = _COUNTER_NAME.match(name)
+    match = _COUNTER_NAME.fullmatch(name)
     if match is None:
         return None
     ext = match["ext"].lower()

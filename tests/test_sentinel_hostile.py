@@ -8,6 +8,7 @@ sentinel does with a well-formed JSON object of the wrong shape.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,21 @@ def test_a_subfolder_that_is_not_a_string_is_skipped() -> None:
     batches, skipped = node_batches(prompt)
     assert [b.key.folder for b in batches] == ["ok"]
     assert len(skipped) == 2 and all("not a string" in line for line in skipped)
+
+
+def test_names_with_newlines_are_grouped_and_a_trailing_newline_is_not_a_png(
+    output_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scene_telemetry.cli.main import main
+    from scene_telemetry.sentinel._naming import CounterName, parse_name
+    from scene_telemetry.telemetry import read_marker
+
+    assert parse_name("two\nlines_00001_.png") == CounterName("two\nlines", 1, "png")
+    assert parse_name("x_00001_.png\n") is None
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    (output_dir / "two\nlines_00001_.png").write_bytes(png)
+    old = 1_000_000_000
+    os.utime(output_dir / "two\nlines_00001_.png", (old, old))
+    assert main(["sentinel", "--output-dir", str(output_dir), "--once", "--quiet-seconds", "0"]) == 0
+    marker = read_marker(output_dir / "two\nlines.done")
+    assert [f["Name"] for f in marker["Files"]] == ["two\nlines_00001_.png"]
