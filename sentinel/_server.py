@@ -53,6 +53,15 @@ REQUEST_TIMEOUT_S = 1.5
 """Per request: a stalled server must not hold SIGTERM past 2 s (a timeout is an outage, retried next poll)."""
 
 
+MAX_PROMPT_ID_CHARS = 256
+"""Longest prompt id followed (ComfyUI's are 36-character UUIDs): the journal keeps 10,000 of them under its
+64 MB cap, so a server listing megabyte-long ids cannot grow it past what the next start will read."""
+
+
+def _usable_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_PROMPT_ID_CHARS
+
+
 class JobsClient(ComfyClient):
     """The project's ComfyUI client plus the two list endpoints the sentinel reads."""
 
@@ -234,7 +243,7 @@ class ServerSentinel:
             listed = reply.get("jobs", [])
             if not isinstance(listed, list):  # a hostile or broken server: an outage, not a crash
                 raise ClientError(f"/api/jobs answered with 'jobs' of type {type(listed).__name__}, expected a list")
-            jobs = [j for j in listed if isinstance(j, Mapping) and isinstance(j.get("id"), str)]
+            jobs = [j for j in listed if isinstance(j, Mapping) and _usable_id(j.get("id"))]
             fresh = [str(j["id"]) for j in jobs if not self._known(str(j["id"]))]
             new_ids += fresh
             pagination = reply.get("pagination")
@@ -249,7 +258,7 @@ class ServerSentinel:
                 if exc.status == 404:  # deleted from history meanwhile
                     continue
                 raise
-            prompt = from_job(job)
+            prompt = from_job({**job, "id": prompt_id})  # the id asked for is the one recorded, whatever the reply says
             if prompt is not None:
                 prompts.append(prompt)
         return prompts
@@ -258,7 +267,7 @@ class ServerSentinel:
         reply = self.client.history_list(max_items=self.page_size * MAX_PAGES)
         prompts = []
         for prompt_id, entry in reply.items():
-            if isinstance(entry, Mapping) and not self._known(prompt_id):
+            if isinstance(entry, Mapping) and _usable_id(prompt_id) and not self._known(prompt_id):
                 prompt = from_history(prompt_id, entry)
                 if prompt is not None:
                     prompts.append(prompt)

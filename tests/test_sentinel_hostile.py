@@ -98,3 +98,22 @@ def test_names_with_newlines_are_grouped_and_a_trailing_newline_is_not_a_png(
     assert main(["sentinel", "--output-dir", str(output_dir), "--once", "--quiet-seconds", "0"]) == 0
     marker = read_marker(output_dir / "two\nlines.done")
     assert [f["Name"] for f in marker["Files"]] == ["two\nlines_00001_.png"]
+
+
+def test_prompt_ids_are_the_ones_asked_for_and_never_huge(output_dir: Path) -> None:
+    """A server answering with megabyte ids (or another id than asked for) cannot grow the journal past the size
+    the next start reads, nor make a prompt look new on every poll."""
+    huge = "h" * 100_000
+    service = hostile_sentinel(output_dir, {"jobs": [{"id": huge}, {"id": "p1"}]})
+    asked: list[str] = []
+
+    def job(prompt_id: str) -> dict[str, Any]:
+        asked.append(prompt_id)
+        return {"id": "x" * 100_000, "status": "failed"}
+
+    service.client.job = job  # type: ignore[method-assign]
+    assert service._sync() is True
+    assert asked == ["p1"]
+    assert list(service.journal.prompts) == ["p1"]
+    assert service._sync() is True and asked == ["p1"]  # handled: not fetched again
+    assert (output_dir / ".scene-telemetry-sentinel.json").stat().st_size < 10_000
