@@ -64,6 +64,10 @@ def cached_nodes(status: Mapping[str, Any] | None) -> frozenset[str]:
     return frozenset(nodes)
 
 
+MAX_STATUS_CHARS = 64
+"""A job's status is recorded in the journal: a server's megabyte 'status' is cut to this."""
+
+
 def _create_time(value: Any) -> float:
     """A prompt's ``create_time`` (epoch ms) as a finite float; 0.0 when absent, not a number, or out of range."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -107,7 +111,7 @@ def from_job(job: Mapping[str, Any]) -> FinishedPrompt | None:
     status = job.get("execution_status") if isinstance(job.get("execution_status"), Mapping) else None
     return FinishedPrompt(
         prompt_id,
-        str(job.get("status", "")),
+        str(job.get("status", ""))[:MAX_STATUS_CHARS],
         _create_time(job.get("create_time")),
         graph if isinstance(graph, Mapping) else {},
         outputs if isinstance(outputs, Mapping) else {},

@@ -117,3 +117,11 @@ def test_prompt_ids_are_the_ones_asked_for_and_never_huge(output_dir: Path) -> N
     assert list(service.journal.prompts) == ["p1"]
     assert service._sync() is True and asked == ["p1"]  # handled: not fetched again
     assert (output_dir / ".scene-telemetry-sentinel.json").stat().st_size < 10_000
+
+
+def test_a_huge_status_is_cut_before_it_reaches_the_journal(output_dir: Path) -> None:
+    service = hostile_sentinel(output_dir, {"jobs": [{"id": f"p{i}"} for i in range(20)]})
+    service.client.job = lambda prompt_id: {"id": prompt_id, "status": "s" * 5_000_000}  # type: ignore[method-assign]
+    assert service._sync() is True
+    assert len(service.journal.prompts) == 20
+    assert (output_dir / ".scene-telemetry-sentinel.json").stat().st_size < 10_000
