@@ -42,7 +42,8 @@ from ..telemetry import (
 logger = logging.getLogger(__name__)
 
 MAX_SCENE_FILES = 20_000
-"""Telemetry files or markers looked at when there is no readable metadata."""
+"""Scenes on the page: telemetry files or markers looked at when there is no readable metadata, and scenes of
+the metadata's list shown (the page stays openable in a browser)."""
 
 MARKER_GLOBS: tuple[str, ...] = ("*.done", "*/*.done", "*/*/*.done")
 """Where a markers-only folder keeps its markers (the folder and two levels below)."""
@@ -237,6 +238,12 @@ def _scene_documents(metadata: Mapping[str, Any], missing: list[str]) -> list[Ma
     docs = [s for s in scenes if isinstance(s, Mapping) and isinstance(s.get("SceneId"), str)]
     if len(docs) != len(scenes):
         missing.append(f"{ARTIFACT_METADATA_NAME}: {len(scenes) - len(docs)} scene entry(ies) without a SceneId")
+    if len(docs) > MAX_SCENE_FILES:  # a 7 MB list of 300,000 stub scenes made a 137 MB page in 22 s
+        missing.append(
+            f"{ARTIFACT_METADATA_NAME}: {len(docs):,} scenes listed; the page shows the first {MAX_SCENE_FILES:,} "
+            "(the verdict covers them all)"
+        )
+        docs = docs[:MAX_SCENE_FILES]
     return docs
 
 

@@ -404,3 +404,18 @@ def test_a_decompression_bomb_frame_gets_a_note_not_a_warning_or_hundreds_of_mb(
     assert code == 1 and err == ""
     text, _ = parse(run_dir / REPORT_NAME)
     assert "too many pixels to decode for a thumbnail" in text
+
+
+def test_a_huge_scene_list_is_cut_on_the_page_and_says_so(tmp_path, capsys, monkeypatch):
+    import scene_telemetry.report._load as load
+
+    monkeypatch.setattr(load, "MAX_SCENE_FILES", 5)
+    run_dir = make_runner_run(tmp_path / "run", Layout(scenes=2))
+    metadata = json.loads((run_dir / "artifact-metadata.json").read_text("utf-8"))
+    metadata["Scenes"] += [{"SceneId": f"stub{i}"} for i in range(10)]
+    (run_dir / "artifact-metadata.json").write_text(json.dumps(metadata), "utf-8")
+    code, _, err = report(capsys, str(run_dir))
+    assert code == 1 and err == ""
+    text, page = parse(run_dir / REPORT_NAME)
+    assert len([r for r in page.rows if r]) == 5
+    assert "12 scenes listed; the page shows the first 5" in text
