@@ -186,6 +186,9 @@ def service_command(sentinel_args: list[str]) -> list[str]:
         raise InvalidInputError(f"sentinel options: unrecognised {' '.join(unknown)}")
     if ns.once:
         raise InvalidInputError("--once is for cron; a service keeps running (drop --once)")
+    unsafe = [a for a in args if any(ord(c) < 32 or ord(c) == 127 for c in a)]
+    if unsafe:  # a line break in a unit file or .cmd script starts a directive or command of its own
+        raise InvalidInputError(f"sentinel options: {unsafe[0]!r} holds a line break or control character")
     command = [sys.executable, "-m", f"{_package_root()}.cli", "sentinel"]
     command += ["--output-dir", os.path.abspath(ns.output_dir)]
     if ns.server:

@@ -148,6 +148,31 @@ def windows_task_xml(command: Sequence[str], *, path: Path | None = None) -> Ser
     return ServiceDefinition("windows-task", text, path, enable, encoding="utf-16")
 
 
+CMD_SPECIAL = frozenset("&|<>^()")
+"""Characters cmd.exe acts on outside double quotes (``^`` makes the next one literal)."""
+
+
+def cmd_escape(line: str) -> str:
+    r"""*line* as a ``.cmd`` script must hold it so that cmd.exe runs exactly *line*.
+
+    ``%`` is doubled (a batch file expands ``%NAME%`` even inside quotes: ``100%`` would vanish), and
+    ``& | < > ^ ( )`` outside double quotes get a ``^``. cmd toggles its quote state on every ``"``,
+    escaped or not, so the inner ``\"`` of a quoted argument with a space leaves that argument's text
+    unquoted for cmd: ``C:\R&D out`` there would have run ``D`` as a command.
+    """
+    out: list[str] = []
+    quoted = False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif char == "%":
+            out.append("%")
+        elif char in CMD_SPECIAL and not quoted:
+            out.append("^")
+        out.append(char)
+    return "".join(out)
+
+
 def nssm_commands(command: Sequence[str], *, path: Path | None = None) -> ServiceDefinition:
     """A ``.cmd`` script of NSSM commands: install the service, restart on any exit, log to files, start it."""
     path = path or Path.cwd() / f"{SERVICE_NAME}-nssm.cmd"
@@ -173,7 +198,8 @@ def nssm_commands(command: Sequence[str], *, path: Path | None = None) -> Servic
         f"nssm set {SERVICE_NAME} AppStderr {q(str(log))}",
         f"nssm start {SERVICE_NAME}",
     ]
-    return ServiceDefinition("nssm", "\r\n".join(lines) + "\r\n", path, f'cmd /c "{path}"')
+    text = "\r\n".join(lines[:2] + [cmd_escape(line) for line in lines[2:]]) + "\r\n"
+    return ServiceDefinition("nssm", text, path, f'cmd /c "{path}"')
 
 
 def write_definition(definition: ServiceDefinition) -> Path:

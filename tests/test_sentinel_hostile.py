@@ -125,3 +125,61 @@ def test_a_huge_status_is_cut_before_it_reaches_the_journal(output_dir: Path) ->
     assert service._sync() is True
     assert len(service.journal.prompts) == 20
     assert (output_dir / ".scene-telemetry-sentinel.json").stat().st_size < 10_000
+
+
+# ---------------------------------------------------------------------------------------------- install
+
+
+def cmd_runs(line: str) -> str | None:
+    """What cmd.exe runs for one line of a batch file; None where it would expand a variable or split the line."""
+    expanded, i = [], 0
+    while i < len(line):  # phase 1: %-expansion (inside quotes too)
+        if line[i] == "%":
+            if line[i + 1 : i + 2] != "%":
+                return None
+            i += 1
+        expanded.append(line[i])
+        i += 1
+    ran, quoted, escaped = [], False, False
+    for char in expanded:  # phase 2: quotes toggle, ^ escapes, & | < > split outside quotes
+        if escaped:
+            ran.append(char)
+            escaped = False
+        elif char == '"':
+            quoted = not quoted
+            ran.append(char)
+        elif char == "^" and not quoted:
+            escaped = True
+        elif char in "&|<>" and not quoted:
+            return None
+        else:
+            ran.append(char)
+    return "".join(ran)
+
+
+@pytest.mark.parametrize("folder", ["R&D out", "100% done", "a (b) | c", "plain"])
+def test_nssm_script_runs_exactly_the_arguments_cmd_would_otherwise_split(folder: str) -> None:
+    import subprocess
+
+    from scene_telemetry.sentinel._install import SERVICE_NAME, nssm_commands
+
+    command = ["C:\\Py 3%\\python.exe", "-m", "scene_telemetry.cli", "sentinel", "--output-dir", f"C:\\{folder}"]
+    lines = nssm_commands(command).text.split("\r\n")
+    arguments = subprocess.list2cmdline(command[1:])
+    [install] = [line for line in lines if line.startswith(f"nssm install {SERVICE_NAME} ")]
+    [params] = [line for line in lines if " AppParameters " in line]
+    assert cmd_runs(install) == f"nssm install {SERVICE_NAME} {subprocess.list2cmdline([command[0]])}"
+    assert cmd_runs(params) == f"nssm set {SERVICE_NAME} AppParameters {subprocess.list2cmdline([arguments])}"
+
+
+@pytest.mark.parametrize("kind", ["--systemd", "--launchd", "--windows-task", "--nssm"])
+def test_install_refuses_a_line_break_in_the_arguments(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scene_telemetry.cli.main import main
+
+    folder = tmp_path / "out\nExecStartPre=touch pwned"
+    folder.mkdir()
+    assert main(["sentinel", "install", kind, "--print", "--", "--output-dir", str(folder)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "line break" in err
