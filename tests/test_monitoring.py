@@ -7,67 +7,24 @@ import hmac
 import json
 import logging
 import socket
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scene_telemetry.monitoring import SIGNATURE_HEADER, Monitor, WebhookURLError, redact_url
+from webhook_receiver import WebhookReceiver
 
 SECRET = "s3cret-for-tests"
 FAST = {"try_timeout_s": 0.5, "backoff_s": (0.05, 0.05)}
 
 
-@dataclass
-class Receiver:
-    """A local webhook receiver: 'ok' records events, '500' fails them, 'hang' never answers."""
-
-    mode: str = "ok"
-    events: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    hits: int = 0
-    release: threading.Event = field(default_factory=threading.Event)
-    url: str = ""
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.hits += 1
-            if state.mode == "hang":
-                state.release.wait(10)
-                return
-            if state.mode == "500" or (state.mode == "500-twice" and state.hits <= 2):
-                self.send_response(500)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            state.events.append(({k: v for k, v in self.headers.items()}, body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/scene?token=abc"
-    yield state
-    state.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join()
-    time.sleep(0.05)  # let a released handler thread finish
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver(path="/hooks/scene?token=abc") as state:
+        yield state
 
 
 def _scene(scene_id: str, reason: str = "success", attempts: int = 1, duration: float = 12.5) -> dict[str, Any]:
@@ -94,7 +51,7 @@ def _counts(monitor: Monitor) -> dict[str, float]:
     }
 
 
-def test_signed_events_arrive_once_each_in_order(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signed_events_arrive_once_each_in_order(receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCENE_TELEMETRY_WEBHOOK_SECRET", SECRET)
     monitor = Monitor.from_options(None, [receiver.url])
     for scene_id in ("s01", "s02", "s03"):
@@ -127,7 +84,7 @@ def test_signed_events_arrive_once_each_in_order(receiver: Receiver, monkeypatch
     assert _counts(monitor) == {"delivered": 4.0, "failed": 0.0, "dropped": 0.0}
 
 
-def test_a_tampered_body_fails_verification(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tampered_body_fails_verification(receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCENE_TELEMETRY_WEBHOOK_SECRET", SECRET)
     with Monitor.from_options(None, [receiver.url]) as monitor:
         monitor.scene_ended(_scene("s01"))
@@ -135,14 +92,14 @@ def test_a_tampered_body_fails_verification(receiver: Receiver, monkeypatch: pyt
     assert _verify(headers, body) and not _verify(headers, body.replace(b"s01", b"s02"))
 
 
-def test_no_secret_no_signature_header(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_secret_no_signature_header(receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SCENE_TELEMETRY_WEBHOOK_SECRET", raising=False)
     with Monitor.from_options(None, [receiver.url]) as monitor:
         monitor.scene_ended(_scene("s01"))
     assert len(receiver.events) == 1 and SIGNATURE_HEADER not in receiver.events[0][0]
 
 
-def test_sentinel_posts_each_marker(receiver: Receiver) -> None:
+def test_sentinel_posts_each_marker(receiver: WebhookReceiver) -> None:
     marker = {"SceneId": "s01", "PromptId": None, "Source": "sentinel", "Files": [{"Name": "a.png", "Bytes": 7}] * 2}
     with Monitor(webhooks=[receiver.url], source="sentinel") as monitor:
         monitor.marker_written(marker, path="/out/s01/frame.done")
@@ -166,7 +123,7 @@ def _closed_port_url() -> str:
 
 
 @pytest.mark.parametrize("mode", ["500", "hang", "down"])
-def test_failing_receivers_never_slow_the_caller(receiver: Receiver, mode: str) -> None:
+def test_failing_receivers_never_slow_the_caller(receiver: WebhookReceiver, mode: str) -> None:
     receiver.mode = mode
     url = _closed_port_url() if mode == "down" else receiver.url
     monitor = Monitor(webhooks=[url], **FAST)
@@ -185,7 +142,7 @@ def test_failing_receivers_never_slow_the_caller(receiver: Receiver, mode: str) 
     assert receiver.events == []
 
 
-def test_a_500_is_retried_with_backoff_then_delivered_once(receiver: Receiver) -> None:
+def test_a_500_is_retried_with_backoff_then_delivered_once(receiver: WebhookReceiver) -> None:
     receiver.mode = "500-twice"
     monitor = Monitor(webhooks=[receiver.url], **FAST)
     monitor.scene_ended(_scene("s01"))
@@ -197,7 +154,7 @@ def test_a_500_is_retried_with_backoff_then_delivered_once(receiver: Receiver) -
     assert _counts(monitor) == {"delivered": 1.0, "failed": 0.0, "dropped": 0.0}
 
 
-def test_three_500s_fail_the_event_and_the_next_one_still_goes(receiver: Receiver) -> None:
+def test_three_500s_fail_the_event_and_the_next_one_still_goes(receiver: WebhookReceiver) -> None:
     receiver.mode = "500"
     monitor = Monitor(webhooks=[receiver.url], **FAST)
     monitor.scene_ended(_scene("s01"))
@@ -213,7 +170,7 @@ def test_three_500s_fail_the_event_and_the_next_one_still_goes(receiver: Receive
     assert [json.loads(body)["scene"]["scene_id"] for _, body in receiver.events] == ["s02"]
 
 
-def test_full_queue_drops_and_counts(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+def test_full_queue_drops_and_counts(receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture) -> None:
     receiver.mode = "hang"
     monitor = Monitor(webhooks=[receiver.url], queue_size=2, **FAST)
     with caplog.at_level(logging.WARNING):
@@ -224,7 +181,7 @@ def test_full_queue_drops_and_counts(receiver: Receiver, caplog: pytest.LogCaptu
     assert "queue is full" in caplog.text
 
 
-def test_urls_with_credentials_are_never_logged(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+def test_urls_with_credentials_are_never_logged(receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture) -> None:
     receiver.mode = "500"
     url = receiver.url.replace("http://", "http://alice:pa55word@") + "&sig=zzz"
     with caplog.at_level(logging.DEBUG):

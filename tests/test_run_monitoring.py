@@ -3,15 +3,11 @@ leave the exit code and the run's time alone."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import socket
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,7 @@ from fake_comfy import FakeComfy, Scenario
 from prometheus_client.parser import text_string_to_metric_families
 from scene_telemetry.cli.main import main
 from scene_telemetry.monitoring._webhook import SLOW_TRY_S
+from webhook_receiver import WebhookReceiver, free_port, scrape
 
 SECRET = "run-test-secret"
 WORKFLOW: dict[str, Any] = {
@@ -32,70 +29,28 @@ WORKFLOW: dict[str, Any] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class Receiver(WebhookReceiver):
+    """A webhook receiver that, given a metrics port, also scrapes the run's metrics when run.ended arrives."""
 
-
-class Receiver:
-    """A webhook receiver; in 'ok' mode it also scrapes the run's metrics when run.ended arrives."""
-
-    def __init__(self, mode: str, metrics_port: int | None = None) -> None:
-        self.mode = mode
+    def __init__(self, mode: str, metrics_port: int | None) -> None:
         self.metrics_port = metrics_port
-        self.bodies: list[bytes] = []
-        self.bad_signatures = 0
         self.metrics_at_run_end = ""
-        self.release = threading.Event()
+        super().__init__(mode, secret=SECRET)
+
+    def received(self, body: bytes) -> None:
+        if json.loads(body)["event"] == "run.ended" and self.metrics_port:
+            self.metrics_at_run_end = scrape(self.metrics_port)
 
 
 @pytest.fixture
 def receiver_factory() -> Iterator[Any]:
-    servers: list[tuple[ThreadingHTTPServer, threading.Thread, Receiver]] = []
+    with ExitStack() as stack:
 
-    def make(mode: str, metrics_port: int | None = None) -> tuple[str, Receiver]:
-        state = Receiver(mode, metrics_port)
+        def make(mode: str, metrics_port: int | None = None) -> tuple[str, Receiver]:
+            state = stack.enter_context(Receiver(mode, metrics_port))
+            return state.url, state
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if state.mode == "hang":
-                    state.release.wait(15)
-                    return
-                if state.mode == "500":
-                    self.send_response(500)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(self.headers.get("X-Scene-Telemetry-Signature", ""), expected):
-                    state.bad_signatures += 1
-                state.bodies.append(body)
-                if json.loads(body)["event"] == "run.ended" and state.metrics_port:
-                    url = f"http://127.0.0.1:{state.metrics_port}/metrics"
-                    state.metrics_at_run_end = urllib.request.urlopen(url, timeout=5).read().decode()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-        thread.start()
-        servers.append((server, thread, state))
-        return f"http://127.0.0.1:{server.server_address[1]}/hook", state
-
-    yield make
-    for server, thread, state in servers:
-        state.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join()
-    time.sleep(0.05)
+        yield make
 
 
 def _argv(tmp_path: Path, output_dir: Path, url: str, run_dir: str, scenes: int = 3) -> list[str]:
@@ -126,7 +81,7 @@ def test_run_posts_signed_events_in_order_and_serves_metrics(
     tmp_path: Path, output_dir: Path, receiver_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SCENE_TELEMETRY_WEBHOOK_SECRET", SECRET)
-    port = _free_port()
+    port = free_port()
     url, state = receiver_factory("ok", metrics_port=port)
     with FakeComfy(Scenario(), output_dir=output_dir) as fake:
         argv = _argv(tmp_path, output_dir, fake.url, "r1") + ["--webhook", url, "--metrics-port", str(port)]
@@ -168,7 +123,7 @@ def test_failing_receivers_change_neither_exit_code_nor_run_time(
 ) -> None:
     url, _state = receiver_factory(mode)
     if mode == "down":
-        url = f"http://127.0.0.1:{_free_port()}/hook"
+        url = f"http://127.0.0.1:{free_port()}/hook"
     scenarios = [Scenario(), Scenario(case="error"), Scenario()]
     with FakeComfy(scenarios, output_dir=output_dir) as fake:
         base_code, base_s = _timed_run(_argv(tmp_path, output_dir, fake.url, "base"))

@@ -3,20 +3,16 @@ server-up gauge on the metrics port; a receiver that fails changes no marker, no
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +26,10 @@ from scene_telemetry.monitoring._webhook import SLOW_TRY_S
 from scene_telemetry.sentinel import FsSentinel, Journal
 from scene_telemetry.telemetry import verify_marker
 from sentinel_helpers import age, running, wait_until, write_batch
+from webhook_receiver import WebhookReceiver, free_port, scrape
 
 SECRET = "sentinel-test-secret"
 QUIET = "0.3"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -49,72 +40,29 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        return str(reply.read().decode())
-
-
-class Receiver:
-    """'ok' records events (and scrapes the metrics port once *scrape_after* events arrived), 'hang' never
-    answers, '500' fails every try."""
+class Receiver(WebhookReceiver):
+    """A webhook receiver that, given a metrics port, scrapes it once *scrape_after* events arrived."""
 
     def __init__(self, mode: str, metrics_port: int | None, scrape_after: int) -> None:
-        self.mode = mode
         self.metrics_port = metrics_port
         self.scrape_after = scrape_after
-        self.bodies: list[bytes] = []
-        self.bad_signatures = 0
         self.metrics = ""
-        self.release = threading.Event()
+        super().__init__(mode, secret=SECRET, path="/hook?token=abc")
 
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(b) for b in self.bodies]
+    def received(self, body: bytes) -> None:
+        if self.metrics_port and len(self.events) == self.scrape_after:
+            self.metrics = scrape(self.metrics_port)  # the command is still running: its port is up
 
 
 @pytest.fixture
 def receiver_factory() -> Iterator[Any]:
-    servers: list[tuple[ThreadingHTTPServer, threading.Thread, Receiver]] = []
+    with ExitStack() as stack:
 
-    def make(mode: str = "ok", metrics_port: int | None = None, scrape_after: int = 1) -> tuple[str, Receiver]:
-        state = Receiver(mode, metrics_port, scrape_after)
+        def make(mode: str = "ok", metrics_port: int | None = None, scrape_after: int = 1) -> tuple[str, Receiver]:
+            state = stack.enter_context(Receiver(mode, metrics_port, scrape_after))
+            return state.url, state
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if state.mode == "hang":
-                    state.release.wait(15)
-                    return
-                if state.mode == "500":
-                    self.send_response(500)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(self.headers.get("X-Scene-Telemetry-Signature", ""), expected):
-                    state.bad_signatures += 1
-                state.bodies.append(body)
-                if state.metrics_port and len(state.bodies) == state.scrape_after:
-                    state.metrics = _scrape(state.metrics_port)  # the command is still running: its port is up
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-        thread.start()
-        servers.append((server, thread, state))
-        return f"http://127.0.0.1:{server.server_address[1]}/hook?token=abc", state
-
-    yield make
-    for server, thread, state in servers:
-        state.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join()
-    time.sleep(0.05)  # let a released handler thread finish
+        yield make
 
 
 def _aged_batches(output_dir: Path) -> list[Path]:
@@ -138,11 +86,11 @@ def test_each_marker_is_one_signed_event_and_counted_on_the_metrics_port(
     output_dir: Path, receiver_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SCENE_TELEMETRY_WEBHOOK_SECRET", SECRET)
-    port = _free_port()
+    port = free_port()
     url, state = receiver_factory("ok", metrics_port=port, scrape_after=2)
     markers = _aged_batches(output_dir)
     assert main(_once(output_dir, "--webhook", url, "--metrics-port", str(port))) == 0
-    events = state.events()
+    events = state.payloads()
     assert state.bad_signatures == 0 and len(events) == 2
     assert [e["sequence"] for e in events] == [1, 2]
     assert all(
@@ -165,7 +113,7 @@ def test_each_marker_is_one_signed_event_and_counted_on_the_metrics_port(
     assert got[("scene_telemetry_markers_total", (("source", "sentinel"),))] == 2
     assert got[("scene_telemetry_webhook_deliveries_total", (("outcome", "failed"),))] == 0
     with pytest.raises(OSError):  # closed at exit
-        _scrape(port)
+        scrape(port)
 
 
 @pytest.mark.parametrize("mode", ["down", "hang", "500"])
@@ -174,7 +122,7 @@ def test_a_dead_receiver_changes_no_marker_and_no_exit_code(
 ) -> None:
     url, _state = receiver_factory(mode)
     if mode == "down":
-        url = f"http://127.0.0.1:{_free_port()}/hook?token=abc"
+        url = f"http://127.0.0.1:{free_port()}/hook?token=abc"
     base_dir, hooked_dir = tmp_path / "base", tmp_path / "hooked"
     base_markers, hooked_markers = _aged_batches(base_dir), _aged_batches(hooked_dir)
     start = time.monotonic()
@@ -241,7 +189,7 @@ def _stop(process: subprocess.Popen[bytes]) -> tuple[int, float]:
 def test_service_posts_live_markers_serves_metrics_and_stops_within_2_s(
     output_dir: Path, tmp_path: Path, receiver_factory: Any, mode: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     url, state = receiver_factory(mode)
     log = tmp_path / "sentinel.log"
     process = _start(output_dir, log, "--metrics-port", str(port), "--webhook", url)
@@ -253,7 +201,7 @@ def test_service_posts_live_markers_serves_metrics_and_stops_within_2_s(
             wait_until(lambda: len(state.bodies) == 1)
         got = wait_until(
             lambda: (
-                (s := _samples(_scrape(port))).get(("scene_telemetry_markers_total", (("source", "sentinel"),))) and s
+                (s := _samples(scrape(port))).get(("scene_telemetry_markers_total", (("source", "sentinel"),))) and s
             )
         )
         if mode == "hang":
@@ -269,11 +217,11 @@ def test_service_posts_live_markers_serves_metrics_and_stops_within_2_s(
     assert got[("scene_telemetry_markers_total", (("source", "sentinel"),))] == 1
     assert "Traceback" not in text and "token=abc" not in text
     if mode == "ok":
-        [event] = state.events()
+        [event] = state.payloads()
         assert state.bad_signatures == 0
         assert event["marker"]["path"] == str(output_dir / "live" / "frame.done")
     with pytest.raises(OSError):
-        _scrape(port)
+        scrape(port)
 
 
 @pytest.mark.skipif(os.name == "nt", reason="SIGTERM delivery is tested on POSIX")
@@ -286,11 +234,11 @@ def test_sigterm_with_a_stalled_server_and_a_hanging_receiver_still_stops_within
     log = tmp_path / "sentinel.log"
     with fake_servers() as start:
         fake = start(Scenario(write_marker=False), output_dir=output_dir, stall_s={"GET /jobs": 30.0})
-        port = _free_port()
+        port = free_port()
         process = _start(output_dir, log, "--server", fake.url, "--metrics-port", str(port), "--webhook", url)
         try:
             wait_until(lambda: any(p.startswith("/api/jobs") for _, p in fake.requests), timeout=20)
-            assert _samples(_scrape(port))  # serving while the request hangs
+            assert _samples(scrape(port))  # serving while the request hangs
             code, elapsed = _stop(process)
         finally:
             if process.poll() is None:
@@ -307,7 +255,7 @@ def test_server_mode_posts_the_prompts_marker_and_reports_the_server_up(
     output_dir: Path, receiver_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SCENE_TELEMETRY_WEBHOOK_SECRET", SECRET)
-    port = _free_port()
+    port = free_port()
     url, state = receiver_factory("ok", metrics_port=port, scrape_after=1)
     graph = {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 2, "color": 0}},
@@ -320,7 +268,7 @@ def test_server_mode_posts_the_prompts_marker_and_reports_the_server_up(
         wait_until(lambda: fake.history_entry(prompt_id) is not None)
         argv = _once(output_dir, "--server", fake.url, "--webhook", url, "--metrics-port", str(port))
         assert main(argv) == 0
-    [event] = state.events()
+    [event] = state.payloads()
     marker = output_dir / "srv" / "frame.done"
     assert event["marker"] == {
         "path": str(marker),
