@@ -184,7 +184,14 @@ class ComfyClient:
     # ------------------------------------------------------------------ endpoints
 
     def system_stats(self, *, timeout_s: float | None = None) -> dict[str, Any]:
-        return self._get_json("/system_stats", timeout_s=timeout_s)
+        """The reply, with ``system`` always an object and ``devices`` a list of objects (each reader does
+        ``reply["system"].get(…)`` and ``reply["devices"][0]``: a hostile or broken server must not crash them)."""
+        reply = self._get_json("/system_stats", timeout_s=timeout_s)
+        if not isinstance(reply.get("system"), dict):
+            reply["system"] = {}
+        devices = reply.get("devices")
+        reply["devices"] = [d for d in devices if isinstance(d, dict)] if isinstance(devices, list) else []
+        return reply
 
     def object_info(self, *, timeout_s: float | None = None) -> dict[str, Any]:
         return self._get_json("/object_info", timeout_s=timeout_s)

@@ -82,3 +82,31 @@ def test_a_server_url_with_credentials_is_refused_up_front_without_echoing_them(
         main(["farm", "worker", "--broker", "redis://127.0.0.1:1/0", "--server", "http://alice:S3CRETPW@127.0.0.1:2"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "user:password" in err and "S3CRETPW" not in err
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [
+        {"system": "x", "devices": {"0": {"name": "gpu"}}},
+        {"system": ["comfyui_version"], "devices": "cuda"},
+        {"system": {"comfyui_version": "0.8.0"}, "devices": [1, None, {"name": 'a"\n}'}]},
+    ],
+)
+def test_a_server_whose_system_stats_has_odd_shapes_is_named_not_a_traceback(stats: dict[str, object]) -> None:
+    """A ``system`` that is not an object, or ``devices`` that is not a list of objects, crashed preflight
+    (``'str' object has no attribute 'get'``), the farm worker and the farm's server check (``KeyError: 0``)."""
+    from fake_comfy import FakeComfy
+    from scene_telemetry.comfy_api.client import ComfyClient
+    from scene_telemetry.comfy_api.preflight import run_preflight
+    from scene_telemetry.farm.servers import FarmServer, check_server
+    from scene_telemetry.farm.worker import identify_server
+
+    workflow = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}}
+    with FakeComfy(system_stats=stats) as fake:
+        report = run_preflight(ComfyClient(fake.url), ["EmptyImage"], server=fake.url, min_free_vram_mb=1.0)
+        assert report.ok, report.failure
+        assert report.comfyui_version in (None, "0.8.0")
+        server = identify_server(fake.url)
+        assert isinstance(server, FarmServer) and server.url == fake.url, server
+        check = check_server(fake.url, workflow, [], {}, min_free_vram_mb=1.0)
+        assert check.server is not None, check.problem
