@@ -35,7 +35,7 @@ from ..runner.checks import check_mapping, check_workflow
 from ..runner.options import RunOptions, scene_worst_case_s
 from ..runner.policy import QueuePolicy
 from ..runner.scene import SceneExecutor
-from ..runner.scenes import FieldMapping, Scene, Target
+from ..runner.scenes import SCENE_ID_RE, FieldMapping, Scene, Target
 from ..runner.state import RunState
 from ..telemetry import (
     RETRYABLE_REASONS,
@@ -156,6 +156,26 @@ def read_record(path: Path, run_id: str | None = None) -> dict[str, Any] | None:
     return data
 
 
+def payload_problem(payload: Any) -> str | None:
+    """Why a message must not be run (None: it may). Anyone who can write to the broker can send one, so the
+    names that become paths are checked here, not only by ``submit``: a scene id or a run name such as
+    ``../x`` or ``/etc`` would put the record and frames outside the run folder (outside ``--out``)."""
+    if not isinstance(payload, dict):
+        return "the message is not an object"
+    scene = payload.get("scene")
+    scene_id = scene.get("id") if isinstance(scene, dict) else None
+    if not isinstance(scene_id, str) or not SCENE_ID_RE.match(scene_id) or ".." in scene_id:
+        return f"scene id {str(scene_id)[:80]!r} is not a plain name"
+    if not isinstance(scene.get("values"), dict) or not isinstance(payload.get("run_id"), str):
+        return f"scene {scene_id}: the message lacks its values or run id"
+    name = payload.get("run_name")
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\x00"):
+        return f"scene {scene_id}: run folder name {str(name)[:80]!r} is not a plain name"
+    if not isinstance(payload.get("run_dir"), str) or not Path(payload["run_dir"]).is_absolute():
+        return f"scene {scene_id}: the run folder is not an absolute path"
+    return None
+
+
 def run_dir_of(payload: dict[str, Any], config: WorkerConfig) -> Path:
     if config.out_root:
         return Path(config.out_root) / str(payload["run_name"])
@@ -183,6 +203,10 @@ def execute(
     payload: dict[str, Any], config: WorkerConfig, *, requeue: Any, pace: SharedPace | None = None
 ) -> dict[str, Any]:
     """Run one scene (or recognise it as done); write its record; the summary the task returns."""
+    problem = payload_problem(payload)
+    if problem is not None:  # not from `farm submit`: acknowledged and dropped, nothing written
+        logger.warning("refused a message: %s", problem)
+        return {"refused": problem}
     run_dir = run_dir_of(payload, config)
     scene = Scene(str(payload["scene"]["id"]), dict(payload["scene"]["values"]))
     path = record_path(run_dir, scene.id)

@@ -110,3 +110,32 @@ def test_a_server_whose_system_stats_has_odd_shapes_is_named_not_a_traceback(sta
         assert isinstance(server, FarmServer) and server.url == fake.url, server
         check = check_server(fake.url, workflow, [], {}, min_free_vram_mb=1.0)
         assert check.server is not None, check.problem
+
+
+@pytest.mark.parametrize(
+    ("run_name", "scene_id"),
+    [("../escape", "s0"), ("/tmp", "s0"), ("run", "../../escape"), ("run", "/abs"), ("run", None)],
+)
+def test_a_worker_refuses_a_message_whose_names_would_leave_its_out_folder(
+    tmp_path: Path, run_name: str, scene_id: str | None
+) -> None:
+    """Anyone who can write to the broker can send a message: its run name and scene id become paths."""
+    from scene_telemetry.farm.servers import FarmServer
+    from scene_telemetry.farm.tasks import WorkerConfig, execute
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    config = WorkerConfig(FarmServer("http://127.0.0.1:1", "srv-000000000000"), out_root=str(shared))
+    payload = {
+        "run_id": "r1",
+        "run_name": run_name,
+        "run_dir": str(tmp_path / "elsewhere"),
+        "scene": {"id": scene_id, "values": {}},
+        "workflow": {},
+        "mapping": {},
+        "policy": {},
+    }
+    requeued: list[object] = []
+    result = execute(payload, config, requeue=requeued.append)
+    assert "refused" in result and requeued == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"] and not any(shared.iterdir())
