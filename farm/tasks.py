@@ -163,7 +163,9 @@ def payload_problem(payload: Any) -> str | None:
     if not isinstance(payload, dict):
         return "the message is not an object"
     scene = payload.get("scene")
-    scene_id = scene.get("id") if isinstance(scene, dict) else None
+    if not isinstance(scene, dict):
+        return "the message names no scene"
+    scene_id = scene.get("id")
     if not isinstance(scene_id, str) or not SCENE_ID_RE.match(scene_id) or ".." in scene_id:
         return f"scene id {str(scene_id)[:80]!r} is not a plain name"
     if not isinstance(scene.get("values"), dict) or not isinstance(payload.get("run_id"), str):
