@@ -49,6 +49,9 @@ RETRY_AFTER_ERROR_S = 5.0
 """A batch whose marker could not be written (permissions, a vanished file) is tried again after this."""
 WAKE_S = 0.5
 """Longest blocking wait: SIGTERM/SIGINT are honoured within this."""
+EVENT_SYNC_GAP_S = 0.2
+"""Least time between two listings woken by ``status`` messages: a server flooding them (2,400 a second were
+each a listing) is read five times a second, well inside the 1 s from finished files to marker."""
 REQUEST_TIMEOUT_S = 1.5
 """Per request: a stalled server must not hold SIGTERM past 2 s (a timeout is an outage, retried next poll)."""
 
@@ -168,19 +171,20 @@ class ServerSentinel:
             logger.info("prompt %s: files not complete yet; the next run looks again", prompt_id)
 
     def _loop(self, stream: EventStream | None) -> None:
-        next_sync = self.clock()
+        next_sync = last_sync = self.clock()
         while not self._stop.is_set():
             if self.clock() >= next_sync:
                 self._sync()
-                next_sync = self.clock() + self.poll_interval_s
+                last_sync = self.clock()
+                next_sync = last_sync + self.poll_interval_s
             self._advance()
             wait = PENDING_CHECK_S if self._pending else max(0.0, min(WAKE_S, next_sync - self.clock()))
             if stream is None:
                 self._stop.wait(wait)
                 continue
             event = stream.next_event(wait)
-            if event is not None and event.get("type") == "status":
-                next_sync = self.clock()  # the queue changed: a prompt may have finished
+            if event is not None and event.get("type") == "status":  # the queue changed: a prompt may have finished
+                next_sync = min(next_sync, max(self.clock(), last_sync + EVENT_SYNC_GAP_S))
 
     # ------------------------------------------------------------------ listing
 

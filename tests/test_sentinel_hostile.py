@@ -183,3 +183,23 @@ def test_install_refuses_a_line_break_in_the_arguments(
     assert main(["sentinel", "install", kind, "--print", "--", "--output-dir", str(folder)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "line break" in err
+
+
+def test_a_flood_of_status_messages_is_not_a_flood_of_listings(output_dir: Path) -> None:
+    import time
+
+    from fake_comfy import FakeComfy, Scenario
+    from sentinel_helpers import running
+
+    with FakeComfy(Scenario(write_marker=False), output_dir=output_dir) as fake:
+        service = ServerSentinel(fake.url, output_dir, Journal.load(output_dir / "state.json"), poll_interval_s=30)
+        with running(service):
+            assert service.ready.wait(10)
+            time.sleep(0.3)
+            before = sum(1 for _, path in fake.requests if path.startswith("/api/jobs"))
+            start = time.monotonic()
+            while time.monotonic() - start < 1.0:
+                fake._call(fake._broadcast_status())
+            time.sleep(0.3)
+            listings = sum(1 for _, path in fake.requests if path.startswith("/api/jobs")) - before
+    assert 1 <= listings <= 12, listings  # about one per 0.2 s (1,200 a second before)
