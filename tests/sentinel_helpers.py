@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -105,3 +108,31 @@ def running(service: Any) -> Iterator[threading.Thread]:
         assert not thread.is_alive(), "sentinel did not stop within 10 s"
     if errors:
         raise errors[0]
+
+
+def start_sentinel(
+    output_dir: Path, log: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``scene-telemetry sentinel --output-dir OUTPUT_DIR EXTRA...`` as a real process, its output appended to *log*."""
+    command = [sys.executable, "-m", "scene_telemetry.cli", "sentinel", "--output-dir", str(output_dir), *extra]
+    with open(log, "ab") as sink:
+        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_timed(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, float]:
+    """Send *sig*; the exit code and the seconds the process took to exit after it."""
+    sent = time.monotonic()
+    process.send_signal(sig)
+    code = process.wait(timeout=timeout)
+    return code, time.monotonic() - sent
+
+
+@contextmanager
+def reaped(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """Kill and wait for *process* on the way out if the test left it running (a failed assertion, a timeout)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

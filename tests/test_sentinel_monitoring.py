@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ from scene_telemetry.comfy_api.client import ComfyClient
 from scene_telemetry.monitoring._webhook import SLOW_TRY_S
 from scene_telemetry.sentinel import FsSentinel, Journal
 from scene_telemetry.telemetry import verify_marker
-from sentinel_helpers import age, running, wait_until, write_batch
+from sentinel_helpers import age, reaped, running, start_sentinel, stop_timed, wait_until, write_batch
 from webhook_receiver import WebhookReceiver, free_port, scrape
 
 SECRET = "sentinel-test-secret"
@@ -169,19 +167,8 @@ def test_live_listener_sees_each_marker_once(output_dir: Path) -> None:
 
 
 def _start(output_dir: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "scene_telemetry.cli", "sentinel", "--output-dir", str(output_dir)]
     env = {**os.environ, "SCENE_TELEMETRY_WEBHOOK_SECRET": SECRET}
-    with open(log, "ab") as sink:
-        return subprocess.Popen(
-            [*command, "--quiet-seconds", QUIET, *extra], stdout=sink, stderr=subprocess.STDOUT, env=env
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> tuple[int, float]:
-    sent = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    code = process.wait(timeout=10)
-    return code, time.monotonic() - sent
+    return start_sentinel(output_dir, log, "--quiet-seconds", QUIET, *extra, env=env)
 
 
 @pytest.mark.skipif(os.name == "nt", reason="SIGTERM delivery is tested on POSIX")
@@ -192,8 +179,7 @@ def test_service_posts_live_markers_serves_metrics_and_stops_within_2_s(
     port = free_port()
     url, state = receiver_factory(mode)
     log = tmp_path / "sentinel.log"
-    process = _start(output_dir, log, "--metrics-port", str(port), "--webhook", url)
-    try:
+    with reaped(_start(output_dir, log, "--metrics-port", str(port), "--webhook", url)) as process:
         wait_until(lambda: "sentinel watching" in log.read_text("utf-8", "replace"), timeout=20)
         write_batch(output_dir / "live", "frame", 2)
         wait_until((output_dir / "live" / "frame.done").exists)
@@ -206,11 +192,7 @@ def test_service_posts_live_markers_serves_metrics_and_stops_within_2_s(
         )
         if mode == "hang":
             time.sleep(0.2)  # the event's first try is in flight, unanswered
-        code, elapsed = _stop(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        code, elapsed = stop_timed(process)
     text = log.read_text("utf-8")
     assert code == 0, text
     assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
@@ -235,15 +217,12 @@ def test_sigterm_with_a_stalled_server_and_a_hanging_receiver_still_stops_within
     with fake_servers() as start:
         fake = start(Scenario(write_marker=False), output_dir=output_dir, stall_s={"GET /jobs": 30.0})
         port = free_port()
-        process = _start(output_dir, log, "--server", fake.url, "--metrics-port", str(port), "--webhook", url)
-        try:
+        with reaped(
+            _start(output_dir, log, "--server", fake.url, "--metrics-port", str(port), "--webhook", url)
+        ) as process:
             wait_until(lambda: any(p.startswith("/api/jobs") for _, p in fake.requests), timeout=20)
             assert _samples(scrape(port))  # serving while the request hangs
-            code, elapsed = _stop(process)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            code, elapsed = stop_timed(process)
     assert code == 0, log.read_text()
     assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
 

@@ -7,13 +7,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from scene_telemetry.telemetry import verify_marker
-from sentinel_helpers import wait_until, write_batch
+from sentinel_helpers import reaped, start_sentinel, stop_timed, wait_until, write_batch
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals (SIGKILL, SIGTERM delivery) are tested on POSIX")
 
@@ -21,10 +20,7 @@ QUIET = 0.3
 
 
 def start(output_dir: Path, *extra: str, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "scene_telemetry.cli", "sentinel", "--output-dir", str(output_dir)]
-    command += ["--quiet-seconds", str(QUIET), *extra]
-    with open(log, "ab") as sink:
-        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    return start_sentinel(output_dir, log, "--quiet-seconds", str(QUIET), *extra)
 
 
 def wait_for_log(log: Path, text: str, count: int = 1, timeout: float = 20.0) -> None:
@@ -34,19 +30,11 @@ def wait_for_log(log: Path, text: str, count: int = 1, timeout: float = 20.0) ->
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_the_sentinel_cleanly_within_2_s(output_dir: Path, tmp_path: Path, sig: signal.Signals) -> None:
     log = tmp_path / "sentinel.log"
-    process = start(output_dir, log=log)
-    try:
+    with reaped(start(output_dir, log=log)) as process:
         wait_for_log(log, "sentinel watching")
         write_batch(output_dir / "a", "frame", 2)
         wait_until((output_dir / "a" / "frame.done").exists)
-        sent = time.monotonic()
-        process.send_signal(sig)
-        code = process.wait(timeout=5)
-        elapsed = time.monotonic() - sent
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        code, elapsed = stop_timed(process, sig, timeout=5)
     assert code == 0, log.read_text()
     assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
     text = log.read_text("utf-8")

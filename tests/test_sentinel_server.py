@@ -8,7 +8,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from scene_telemetry.cli.main import main as cli_main
 from scene_telemetry.comfy_api.client import ComfyClient
 from scene_telemetry.sentinel import GroupKey, Journal, ServerSentinel, from_history, from_job, node_batches
 from scene_telemetry.telemetry import verify_marker
-from sentinel_helpers import running, wait_until
+from sentinel_helpers import reaped, running, start_sentinel, stop_timed, wait_until
 
 
 @pytest.fixture
@@ -239,19 +238,9 @@ def test_sigterm_stops_a_sentinel_waiting_on_a_stalled_server_within_2_s(
     # The fake matches a stall on the path without its /api prefix ("GET /api/jobs" never stalled).
     fake = fake_comfy(Scenario(write_marker=False), output_dir=output_dir, stall_s={"GET /jobs": 30.0})
     log = tmp_path / "sentinel.log"
-    command = [sys.executable, "-m", "scene_telemetry.cli", "sentinel", "--output-dir", str(output_dir)]
-    with open(log, "wb") as sink:
-        process = subprocess.Popen([*command, "--server", fake.url], stdout=sink, stderr=subprocess.STDOUT)
-    try:
+    with reaped(start_sentinel(output_dir, log, "--server", fake.url)) as process:
         wait_until(lambda: any(p.startswith("/api/jobs") for _, p in fake.requests), timeout=20)
-        sent = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=10)
-        elapsed = time.monotonic() - sent
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        code, elapsed = stop_timed(process)
     assert code == 0, log.read_text()
     assert elapsed < 2.0, f"took {elapsed:.2f} s"
     assert "Traceback" not in log.read_text()
@@ -302,12 +291,9 @@ def test_sigkill_at_random_points_leaves_one_marker_per_prompt(
     rng = random.Random(99)
     fake = fake_comfy(Scenario(write_marker=False), output_dir=output_dir)
     log = tmp_path / "sentinel.log"
-    command = [sys.executable, "-m", "scene_telemetry.cli", "sentinel", "--output-dir", str(output_dir)]
-    command += ["--server", fake.url]
 
     def start() -> subprocess.Popen[bytes]:
-        with open(log, "ab") as sink:
-            return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        return start_sentinel(output_dir, log, "--server", fake.url)
 
     expected: dict[Path, str] = {}
     first_inode: dict[Path, int] = {}
