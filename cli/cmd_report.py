@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from ..telemetry import InvalidInputError
@@ -28,15 +29,16 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import write_report  # Pillow: imported by the command, not by --help
+    from ..report import REPORT_NAME, write_report  # Pillow: imported by the command, not by --help
 
     try:
         result = write_report(args.run_dir, args.output, output_dir=args.output_dir)
     except InvalidInputError as exc:  # NothingReadable, or -o not naming an .html file
         error(str(exc))
         return EXIT_UNREADABLE
-    except OSError as exc:
-        error(f"cannot write the report: {exc.strerror or exc} ({exc.filename or args.output})")
+    except OSError as exc:  # named by the page's path, not the temporary file beside it that the OS refused
+        target = args.output or os.path.join(args.run_dir, REPORT_NAME)
+        error(f"cannot write the report: {exc.strerror or exc} ({target})")
         return EXIT_UNREADABLE
     emit(f"report: {result.path}")
     emit(f"{len(result.view.scenes)} scene(s) · {result.validation.verdict_line()}")

@@ -217,8 +217,10 @@ def test_metadata_with_wrong_types_still_renders(tmp_path, capsys):
 
 def test_unwritable_output_is_one_line_and_exit_2(tmp_path, capsys):
     run = make_run(tmp_path / "output")
-    code, out, err = report(capsys, str(run.run_dir), "-o", str(tmp_path / "no" / "such" / "dir" / "r.html"))
+    target = tmp_path / "no" / "such" / "dir" / "r.html"
+    code, out, err = report(capsys, str(run.run_dir), "-o", str(target))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot write the report" in err
+    assert f"({target})" in err and "st-tmp" not in err  # the page's path, not the temporary file's
 
 
 def test_links_resolve_from_wherever_the_page_is_written(tmp_path, capsys):
