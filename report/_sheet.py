@@ -38,6 +38,9 @@ THUMB_BOX = (192, 108)
 JPEG_QUALITY = 72
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 POSITIONS: tuple[str, ...] = ("first", "middle", "last")
+SHEET_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+"""The only decoders a frame is offered to, whatever its content: an EPS named ``.png`` would otherwise be
+handed to Ghostscript, and Pillow's rarer plugins are more attack surface than a contact sheet needs."""
 
 
 @dataclass
@@ -112,7 +115,7 @@ def _open_regular(path: Path) -> BinaryIO:
 
 def thumbnail(path: Path, box: tuple[int, int] = THUMB_BOX) -> tuple[bytes, int, int]:
     """JPEG bytes of *path* fitted into *box*, and the thumbnail's size."""
-    with _open_regular(path) as handle, Image.open(handle) as image:
+    with _open_regular(path) as handle, Image.open(handle, formats=SHEET_FORMATS) as image:
         image.draft("RGB", box)  # JPEG: decode at reduced scale
         image.thumbnail(box, Image.Resampling.BILINEAR, reducing_gap=2.0)
         rgb = image.convert("RGB")

@@ -421,3 +421,12 @@ def test_a_huge_scene_list_is_cut_on_the_page_and_says_so(tmp_path, capsys, monk
     text, page = parse(run_dir / REPORT_NAME)
     assert len([r for r in page.rows if r]) == 5
     assert "12 scenes listed; the page shows the first 5" in text
+
+
+def test_a_frame_that_is_not_a_frame_format_is_never_decoded(tmp_path, capsys):
+    """An EPS named .png would be handed to Ghostscript by Pillow: only the frame formats are tried."""
+    from scene_telemetry.report._sheet import _make
+
+    frame = tmp_path / "frame_00001_.png"
+    frame.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    assert _make(frame, "first", frame.name).note == "unreadable: UnidentifiedImageError"
