@@ -81,7 +81,7 @@ class Journal:
             raise InvalidInputError("not a scene-telemetry sentinel state file (Document/Version)", path=journal.path)
         try:
             journal._restore(data)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: a Counter of Infinity
             raise InvalidInputError(f"sentinel state has a malformed entry ({exc!r})", path=journal.path) from None
         return journal
 

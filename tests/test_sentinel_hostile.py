@@ -203,3 +203,21 @@ def test_a_flood_of_status_messages_is_not_a_flood_of_listings(output_dir: Path)
             time.sleep(0.3)
             listings = sum(1 for _, path in fake.requests if path.startswith("/api/jobs")) - before
     assert 1 <= listings <= 12, listings  # about one per 0.2 s (1,200 a second before)
+
+
+@pytest.mark.parametrize("counter", ["Infinity", "NaN", "1e400", '"x"', "[1]"])
+def test_a_state_journal_with_an_impossible_counter_is_one_line(
+    output_dir: Path, counter: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scene_telemetry.cli.main import main
+
+    state = output_dir / ".scene-telemetry-sentinel.json"
+    state.write_text(
+        '{"Document":"scene-telemetry-sentinel-state","Version":1,'
+        f'"Groups":[{{"Folder":"","Prefix":"x","Counter":{counter},"MtimeNs":1}}],"Prompts":[]}}'
+    )
+    before = state.read_bytes()
+    assert main(["sentinel", "--output-dir", str(output_dir), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sentinel state has a malformed entry" in err
+    assert state.read_bytes() == before  # nothing lost: the damaged journal is left for the user to look at
