@@ -68,6 +68,13 @@ def check_url(url: str) -> str:
         raise WebhookURLError(f"webhook URL {redact_url(url)} is invalid: {exc}") from None
     if parts.scheme not in ("http", "https") or not host:
         raise WebhookURLError(f"webhook URL {redact_url(url)} must be http:// or https:// with a host")
+    target = parts.path + parts.query
+    if not target.isascii() or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in target):
+        # http.client cannot send these (a UnicodeEncodeError used to kill the sender thread, and its
+        # InvalidURL message repeated the query, tokens included)
+        raise WebhookURLError(
+            f"webhook URL {redact_url(url)}: its path and query must be percent-encoded ASCII (no spaces)"
+        )
     return url
 
 
@@ -198,7 +205,11 @@ class WebhookSender:
         except (OSError, http.client.HTTPException) as exc:
             if self._stopping.is_set():
                 return False, "aborted at exit: the receiver had not answered"
+            if isinstance(exc, http.client.InvalidURL):  # its text repeats the path and query: tokens
+                return False, "InvalidURL"
             return True, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except ValueError as exc:  # an encoding error: this sender thread must outlive any one event
+            return False, type(exc).__name__
         if 200 <= status < 300:
             return None, ""
         return (status >= 500 or status in (408, 429)), f"HTTP {status}"
