@@ -41,7 +41,10 @@ class RunState:
             data = _read_state(path)
         except InvalidInputError as exc:
             raise InvalidInputError(f"cannot resume: runner state is unreadable: {exc.message}", path=path) from exc
-        if not isinstance(data, dict) or data.get("RunId") != run_id or not isinstance(data.get("Scenes"), dict):
+        problem = _shape_problem(data)
+        if problem is not None:
+            raise InvalidInputError(f"cannot resume: runner state is unreadable: {problem}", path=path)
+        if data.get("RunId") != run_id:
             raise InvalidInputError(f"cannot resume: state belongs to run {data.get('RunId')!r}", path=path)
         return cls(run_dir, data)
 
@@ -104,6 +107,23 @@ def read_state_run_id(run_dir: Path) -> str | None:
 
 MAX_STATE_BYTES = 64 * 1024 * 1024
 """A 1,000-scene state (every finished document in it) is ~5 MB; the cap bounds a hostile file."""
+
+
+def _shape_problem(data: Any) -> str | None:
+    """What makes a parsed state unusable (the resume code indexes it without further checks), or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if not isinstance(data.get("Scenes"), dict):
+        return "'Scenes' is not an object"
+    for scene_id, entry in data["Scenes"].items():
+        if not isinstance(entry, dict):
+            return f"scene {scene_id!r} is not an object"
+        ids = entry.get("PromptIds", [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return f"scene {scene_id!r} PromptIds is not a list of strings"
+        if not isinstance(entry.get("SubmittedAt", {}), dict):
+            return f"scene {scene_id!r} SubmittedAt is not an object"
+    return None
 
 
 def _read_state(path: Path) -> Any:

@@ -385,6 +385,30 @@ def test_cli_resume_of_another_runs_folder_is_a_usage_error(
     assert "cannot resume: state belongs to run 'other'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("state", "says"),
+    [
+        ([1, 2], "not a JSON object"),
+        ({"RunId": "mine", "Scenes": [1]}, "'Scenes' is not an object"),
+        ({"RunId": "mine", "Scenes": {"a": [1]}}, "scene 'a' is not an object"),
+        ({"RunId": "mine", "Scenes": {"a": {"PromptIds": "p1"}}}, "scene 'a' PromptIds is not a list of strings"),
+        ({"RunId": "mine", "Scenes": {"a": {"PromptIds": [], "SubmittedAt": []}}}, "SubmittedAt is not an object"),
+    ],
+    ids=["list", "scenes-list", "scene-list", "prompt-ids-string", "submitted-at-list"],
+)
+def test_cli_resume_of_a_malformed_state_is_one_line_usage_error(
+    tmp_path: Path, output_dir: Path, capsys: pytest.CaptureFixture[str], state: Any, says: str
+) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / STATE_FILE).write_text(json.dumps(state))
+    with FakeComfy(Scenario(), output_dir=output_dir) as fake:
+        argv = ["run", *_write_inputs(tmp_path, {"seed": "id:2.seed"}), "--server", fake.url, "--no-gpu"]
+        code = main([*argv, "--out", str(tmp_path / "run"), "--resume", "--run-id", "mine"])
+    err = capsys.readouterr().err
+    assert code == 2 and fake.submissions == []
+    assert "cannot resume: runner state is unreadable" in err and says in err and "Traceback" not in err, err
+
+
 BUDGET_SLACK_S = 0.5
 """What a scene may take past its budget: one MIN_REQUEST_TIMEOUT_S request, stopping an abandoned prompt
 on a healthy fake, loop and thread scheduling on a shared 2-core machine."""
