@@ -47,7 +47,7 @@ POLICY_SECONDS_KEYS: dict[str, str] = {
 }
 POLICY_COUNT_KEYS: tuple[str, ...] = ("max_attempt_count", "scene_retry_budget")
 POLICY_KEYS: tuple[str, ...] = (*POLICY_SECONDS_KEYS, *POLICY_COUNT_KEYS)
-"""The five queue-policy knobs (cli/policy.py QueuePolicy field names)."""
+"""The five queue-policy knobs (runner/policy.py QueuePolicy field names)."""
 POLICY_FIELDS: tuple[str, ...] = (
     "PollLimit",
     "HistoryAttemptLimit",
