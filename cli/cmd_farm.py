@@ -145,6 +145,10 @@ def _worker(args: argparse.Namespace) -> int:
     if args.out is not None and not Path(args.out).is_dir():  # else every scene would fail on the worker
         error(f"--out {args.out}: not a directory (this machine's mount of the shared run folders)")
         return EXIT_USAGE
+    port_problem = _metrics_port_problem(args.metrics_port)
+    if port_problem is not None:  # the pool process binds it later, where a refusal was only a log line
+        error(port_problem)
+        return EXIT_USAGE
     server = identify_server(args.server)
     if isinstance(server, WorkerFailure):
         error(server.reason)
@@ -160,6 +164,21 @@ def _worker(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         webhooks=tuple(args.webhook),
     )
+
+
+def _metrics_port_problem(port: int | None) -> str | None:
+    """Why ``--metrics-port`` cannot be served (None: it can), tried here as the exposition will bind it."""
+    import socket
+
+    if port is None:
+        return None
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server binds
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}"
+    return None
 
 
 def _submit(args: argparse.Namespace) -> int:

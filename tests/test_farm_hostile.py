@@ -139,3 +139,20 @@ def test_a_worker_refuses_a_message_whose_names_would_leave_its_out_folder(
     result = execute(payload, config, requeue=requeued.append)
     assert "refused" in result and requeued == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"] and not any(shared.iterdir())
+
+
+def test_a_worker_whose_metrics_port_is_taken_is_refused_at_start(capsys: pytest.CaptureFixture[str]) -> None:
+    """The pool process binds the port after the worker started: a taken port was one log line there and a
+    worker that runs scenes without the metrics it was asked for."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(
+            ["farm", "worker", "--broker", "redis://127.0.0.1:1/0", "--server", "http://127.0.0.1:1"]
+            + ["--metrics-port", str(port)]
+        )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"--metrics-port {port}" in err and len(err.splitlines()) == 1
