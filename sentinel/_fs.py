@@ -31,7 +31,7 @@ from ._formats import is_complete
 from ._journal import Journal
 from ._marking import BatchFile, MarkerListener, mark_batch, notify_marker
 from ._mounts import is_network_filesystem
-from ._naming import GroupKey, parse_name
+from ._naming import GroupKey, is_utf8_name, parse_name
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class FsSentinel:
                 self._dirs.pop(folder, None)
                 continue
             for entry in entries:
-                if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                if not entry.name.startswith(".") and is_utf8_name(entry.name) and entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
             yield folder, entries
 

@@ -46,9 +46,20 @@ class CounterName:
     ext: str
 
 
+def is_utf8_name(name: str) -> bool:
+    """False for a name that is not valid UTF-8 on disk (Python holds its bytes as lone surrogates): a marker is
+    UTF-8 JSON and cannot name it, so such files and folders are left alone rather than crash the writer."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_name(name: str) -> CounterName | None:
-    """Split ``frame_00012_.png``; None for hidden files, markers, temp files and names without a counter."""
-    if name.startswith("."):
+    """Split ``frame_00012_.png``; None for hidden files, markers, temp files, names without a counter and names
+    that are not valid UTF-8."""
+    if name.startswith(".") or not is_utf8_name(name):
         return None
     match = _COUNTER_NAME.fullmatch(name)
     if match is None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._formats import CHECKERS
-from ._naming import GroupKey, parse_name
+from ._naming import GroupKey, is_utf8_name, parse_name
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +166,9 @@ def node_batches(prompt: FinishedPrompt) -> tuple[list[NodeBatch], list[str]]:
                 skipped.append(f"node {node_id}: {filename} has a subfolder that is not a string")
                 continue
             subfolder = subfolder.replace("\\", "/").strip("/")
+            if not is_utf8_name(subfolder + filename):
+                skipped.append(f"node {node_id}: {subfolder!a}/{filename!a} is not valid UTF-8: no marker can name it")
+                continue
             if not _safe_relative(subfolder, filename):
                 skipped.append(f"node {node_id}: {subfolder}/{filename} is outside the output directory")
                 continue

@@ -221,3 +221,32 @@ def test_a_state_journal_with_an_impossible_counter_is_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sentinel state has a malformed entry" in err
     assert state.read_bytes() == before  # nothing lost: the damaged journal is left for the user to look at
+
+
+def test_names_that_are_not_utf8_are_left_alone_not_a_crash(
+    output_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A marker is UTF-8 JSON: a file or folder whose name is not valid UTF-8 cannot be listed in one."""
+    from scene_telemetry.cli.main import main
+
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    bad_folder = os.fsdecode(b"dir\xff")
+    (output_dir / "s").mkdir()
+    (output_dir / bad_folder).mkdir()
+    for path in (output_dir / "s" / os.fsdecode(b"bad\xff_00001_.png"), output_dir / bad_folder / "x_00001_.png"):
+        path.write_bytes(png)
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    (output_dir / "s" / "ok_00001_.png").write_bytes(png)
+    os.utime(output_dir / "s" / "ok_00001_.png", (1_000_000_000, 1_000_000_000))
+    assert main(["sentinel", "--output-dir", str(output_dir), "--once", "--quiet-seconds", "0"]) == 0
+    assert sorted(p.name for p in output_dir.rglob("*.done")) == ["ok.done"]
+    prompt = from_job(
+        {
+            "id": "p",
+            "status": "completed",
+            "outputs": {"9": {"images": [{"filename": "bad\udcff_00001_.png", "subfolder": "", "type": "output"}]}},
+        }
+    )
+    assert prompt is not None
+    batches, skipped = node_batches(prompt)
+    assert batches == [] and "not valid UTF-8" in skipped[0]
