@@ -72,6 +72,7 @@ __all__ = [
     "PromptRejected",
     "ServerTimeout",
     "ServerUnavailable",
+    "loads_reply",
 ]
 
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
@@ -104,6 +105,18 @@ def rejection_summary(error: dict[str, Any], node_errors: dict[str, Any]) -> str
                 f"node {node_id} ({info.get('class_type', '?')}): {problem.get('details') or problem.get('message')}"
             )
     return "; ".join(parts)
+
+
+def loads_reply(data: str | bytes) -> Any:
+    """``json.loads`` of what a server sent; every failure is a ValueError.
+
+    A reply nested past the recursion limit (valid JSON from a broken or hostile server) would otherwise
+    raise RecursionError, which no caller expects from a parse.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
 
 
 def ws_url(base_url: str, client_id: str) -> str:
@@ -307,11 +320,13 @@ class ComfyClient:
 
     def _decode(self, data: bytes, path: str) -> dict[str, Any]:
         try:
-            value = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            value = loads_reply(data)
+        except ValueError as exc:
             raise ClientError(f"{path} answered with invalid JSON: {exc}", path=self.base_url + path) from exc
         if not isinstance(value, dict):
-            raise ClientError(f"{path} answered with {type(value).__name__}, expected an object", path=path)
+            raise ClientError(
+                f"{path} answered with {type(value).__name__}, expected an object", path=self.base_url + path
+            )
         return value
 
 
@@ -434,8 +449,8 @@ class EventStream:
         if isinstance(raw, bytes):
             return None  # binary preview frame
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
+            value = loads_reply(raw)
+        except ValueError:
             logger.warning("skipping a websocket text frame that is not JSON: %.80s", raw)
             return None
         return value if isinstance(value, dict) and isinstance(value.get("type"), str) else None

@@ -18,7 +18,6 @@ recorded as Type ``cpu`` with VramBasis ``none`` and the RAM as ``Ram``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -46,6 +45,7 @@ from ..telemetry import (
     run_probe,
     select_device,
 )
+from .client import loads_reply
 from .server_url import parse_server_url
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _get_json(url: str, timeout_s: float) -> tuple[dict[str, Any] | None, str, b
     except (TimeoutError, OSError) as exc:
         return None, f"{type(exc).__name__}: {exc}", True
     try:
-        reply = json.loads(body)
+        reply = loads_reply(body)
     except ValueError as exc:
         return None, f"reply is not JSON ({exc})", False
     if not isinstance(reply, dict):

@@ -8,12 +8,11 @@ Both get ``post_execution_timeout_seconds``. When no marker comes, :func:`forced
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
-from ..comfy_api.client import ComfyClient
+from ..comfy_api.client import ComfyClient, loads_reply
 from ..telemetry import (
     ClientError,
     Deadline,
@@ -93,10 +92,10 @@ class MarkerCollector:
         self, scene_id: str, prompt_id: str, subfolder: str, name: str, problem: str, deadline: Deadline
     ) -> tuple[dict[str, Any] | None, str]:
         try:
-            body = json.loads(self.client.view(name, subfolder, timeout_s=deadline.request_timeout()).decode("utf-8"))
+            body = loads_reply(self.client.view(name, subfolder, timeout_s=deadline.request_timeout()).decode("utf-8"))
         except ClientError:
             return None, problem
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # not UTF-8, not JSON, or nested too deeply
             return None, f"{name} is not JSON: {exc}"
         errors = contract_errors(body, "done-marker")
         if errors:

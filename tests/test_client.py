@@ -9,6 +9,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +308,52 @@ def test_a_trickling_reply_is_cut_at_the_whole_request_timeout(fake_comfy: Calla
     with pytest.raises(ServerTimeout):
         client.queue(timeout_s=0.1)  # a caller's shorter timeout bounds the whole request too
     assert time.monotonic() - started < 0.1 + slack_s
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+"""Valid JSON nested past the interpreter's recursion limit: ``json.loads`` raises RecursionError on it."""
+
+
+@pytest.fixture
+def deep_json_server() -> Iterator[str]:
+    """A broken or hostile server: every GET answers 200 with :data:`DEEP_JSON`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = DEEP_JSON.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_reply_nested_too_deeply_is_a_client_error_not_a_recursion_error(deep_json_server: str) -> None:
+    client = ComfyClient(deep_json_server, request_timeout_s=5.0)
+    with pytest.raises(ClientError, match="invalid JSON"):
+        client.queue()
+
+
+def test_a_websocket_frame_nested_too_deeply_is_skipped_not_raised() -> None:
+    assert EventStream._parse(DEEP_JSON) is None
+
+
+def test_a_system_stats_probe_of_a_reply_nested_too_deeply_is_a_note(deep_json_server: str) -> None:
+    from scene_telemetry.comfy_api.gpu_remote import probe_system_stats
+
+    reply, notes = probe_system_stats(deep_json_server, tries=1)
+    assert reply is None and len(notes) == 1 and "nested too deeply" in notes[0]
