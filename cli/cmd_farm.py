@@ -140,7 +140,7 @@ def _default_visibility() -> float:
 def _worker(args: argparse.Namespace) -> int:
     if _celery_missing():
         return EXIT_USAGE
-    from ..farm.worker import WorkerFailure, identify_server, run_worker
+    from ..farm.worker import WorkerFailure, broker_refusal, identify_server, run_worker
 
     if args.out is not None and not Path(args.out).is_dir():  # else every scene would fail on the worker
         error(f"--out {args.out}: not a directory (this machine's mount of the shared run folders)")
@@ -148,6 +148,10 @@ def _worker(args: argparse.Namespace) -> int:
     port_problem = _metrics_port_problem(args.metrics_port)
     if port_problem is not None:  # the pool process binds it later, where a refusal was only a log line
         error(port_problem)
+        return EXIT_USAGE
+    refusal = broker_refusal(args.broker)
+    if refusal is not None:
+        error(refusal)
         return EXIT_USAGE
     server = identify_server(args.server)
     if isinstance(server, WorkerFailure):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..comfy_api.client import ComfyClient
 from ..comfy_api.preflight import EXIT_NODES_MISSING, EXIT_SERVER_UNREACHABLE, PACK_CLASSES, fetch_system_stats
 from ..telemetry import ClientError
-from .redact import redact_url
+from .redact import redact_text, redact_url
 from .servers import FarmServer, device_name, instance_id
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,21 @@ def identify_server(url: str) -> FarmServer | WorkerFailure:
         )
     version = (stats.get("system") or {}).get("comfyui_version")
     return FarmServer(url, instance_id(url, stats), device_name(stats), str(version) if version else None)
+
+
+def broker_refusal(broker_url: str, *, timeout_s: float = 3.0) -> str | None:
+    """One line when the broker answers but refuses this worker (a wrong password, a database it lacks), else
+    None. Celery retries a refused login like a dead broker, for hours; an unreachable broker is left to those
+    retries (a worker may start before its broker)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(broker_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s).ping()
+    except (redis.AuthenticationError, redis.ResponseError) as exc:
+        return f"broker {redact_url(broker_url)} refused this worker: {redact_text(str(exc), broker_url)}"
+    except Exception:  # unreachable, a timeout, a TLS handshake: Celery's connection retries handle it
+        return None
+    return None
 
 
 def run_worker(

@@ -156,3 +156,19 @@ def test_a_worker_whose_metrics_port_is_taken_is_refused_at_start(capsys: pytest
         )
     err = capsys.readouterr().err.strip()
     assert code == 2 and f"--metrics-port {port}" in err and len(err.splitlines()) == 1
+
+
+def test_a_worker_with_a_wrong_broker_password_stops_at_once_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Celery retries a refused login like a dead broker (100 times, for hours): the worker looked alive."""
+    from redis_server import start_redis
+
+    redis = start_redis(tmp_path, password="right-pw")
+    try:
+        broker = f"redis://:wrong-pw@127.0.0.1:{redis.port}/0"
+        code = main(["farm", "worker", "--broker", broker, "--server", "http://127.0.0.1:1"])
+    finally:
+        redis.stop()
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "refused this worker" in err and "wrong-pw" not in err and len(err.splitlines()) == 1
