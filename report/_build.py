@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..telemetry import InvalidInputError, ValidationReport, atomic_write_text, validate_run
+from ..telemetry import InvalidInputError, ValidationReport, atomic_write_bytes, validate_run
 from ._html import render_page
 from ._load import RunView, load_run
 from ._sheet import start_sheet
@@ -77,6 +77,7 @@ def write_report(
     if target.suffix.lower() not in PAGE_SUFFIXES:  # -o artifact-metadata.json must not replace the run's data
         raise InvalidInputError(f"the report's file name must end in .html, not {target.name!r}", path=target)
     text, view, validation = render_report(run_dir, page_path=target, output_dir=output_dir)
-    atomic_write_text(target, text)
+    page = text.encode("utf-8", "replace")  # a file name that is not UTF-8 is shown with '?', never a crash
+    atomic_write_bytes(target, page)
     logger.info("report written: %s (%d scenes)", target, len(view.scenes))
-    return ReportResult(target, view, validation, len(text.encode("utf-8")))
+    return ReportResult(target, view, validation, len(page))

@@ -73,7 +73,7 @@ def href(target: Path, page_dir: Path) -> str:
         relative = Path(os.path.relpath(target, page_dir)).as_posix()
     except ValueError:  # another Windows drive
         return esc(target.resolve().as_uri())
-    return esc(quote(relative))
+    return esc(quote(os.fsencode(relative)))  # the name's bytes: a name that is not UTF-8 still links to its file
 
 
 def _fmt_seconds(value: float | None) -> str:

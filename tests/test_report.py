@@ -430,3 +430,20 @@ def test_a_frame_that_is_not_a_frame_format_is_never_decoded(tmp_path, capsys):
     frame = tmp_path / "frame_00001_.png"
     frame.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
     assert _make(frame, "first", frame.name).note == "unreadable: UnidentifiedImageError"
+
+
+def test_names_that_are_not_utf8_are_shown_and_linked_not_a_crash(tmp_path, capsys):
+    folder = make_sentinel_folder(tmp_path / "marked", scenes=1)
+    [marker] = list(folder.rglob("*.done"))
+    bad = marker.parent.with_name(os.fsdecode(b"shot\xff"))
+    marker.parent.rename(bad)
+    (folder / os.fsdecode(b"x\xff.telemetry.json")).write_text("{}", "utf-8")
+    code, _, err = report(capsys, str(folder))
+    assert code in (0, 1) and err == ""
+    text, page = parse(folder / REPORT_NAME)
+    assert "shot\ufffd" in text or "shot?" in text
+    targets = [
+        folder / os.fsdecode(unquote(link, errors="surrogateescape").encode("utf-8", "surrogateescape"))
+        for link in page.links
+    ]
+    assert bad / marker.name in targets and all(t.exists() for t in targets)
