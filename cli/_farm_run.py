@@ -42,11 +42,24 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+MAX_PER_SERVER = 64
+"""A ComfyUI server runs one prompt at a time; each slot is a thread with its own websocket, so a count such as
+100000 would start that many threads per server instead of queueing deeper."""
+
+
+def per_server_count(text: str) -> int:
+    """argparse ``type=`` for ``--per-server``: 1 to :data:`MAX_PER_SERVER`."""
+    value = positive_int(text)
+    if value > MAX_PER_SERVER:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_PER_SERVER}, got {value}")
+    return value
+
+
 def add_farm_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("several servers (a farm in this process)")
     group.add_argument("--servers", metavar="FILE", help="server URLs, one a line (# comments), added to --server")
     group.add_argument(
-        "--per-server", type=positive_int, default=1, metavar="N", help="scenes in flight per server (default 1)"
+        "--per-server", type=per_server_count, default=1, metavar="N", help="scenes in flight per server (default 1)"
     )
     group.add_argument(
         "--quarantine-after",

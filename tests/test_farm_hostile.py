@@ -172,3 +172,10 @@ def test_a_worker_with_a_wrong_broker_password_stops_at_once_with_one_line(
         redis.stop()
     err = capsys.readouterr().err.strip()
     assert code == 2 and "refused this worker" in err and "wrong-pw" not in err and len(err.splitlines()) == 1
+
+
+def test_a_per_server_count_beyond_any_server_is_a_usage_error(tmp_path: Path) -> None:
+    """Each slot is a thread with its own websocket: --per-server 100000 would start 100000 threads per server."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *_files(tmp_path), "--server", "http://127.0.0.1:1", "--per-server", "100000"])
+    assert exit_info.value.code == 2
