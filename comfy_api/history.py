@@ -53,12 +53,13 @@ def classify_history_entry(entry: dict[str, Any]) -> HistoryVerdict:
         return HistoryVerdict("success" if entry.get("outputs") else "executionError", None, None, None)
     verdict = HistoryVerdict("executionError", None, None, None)
     kinds: set[str] = set()
-    for item in status.get("messages") or []:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict)):
+    messages = status.get("messages")
+    for item in messages if isinstance(messages, list) else []:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], dict)):
             continue
         name, data = item
         kinds.add(name)
-        stamp = iso_from_epoch_ms(data["timestamp"]) if isinstance(data.get("timestamp"), int | float) else None
+        stamp = _stamp(data.get("timestamp"))
         if name == "execution_start":
             verdict.started_at = stamp
         elif name == "execution_success":
@@ -70,6 +71,16 @@ def classify_history_entry(entry: dict[str, Any]) -> HistoryVerdict:
     elif "execution_interrupted" in kinds:
         verdict.reason = "interrupted"
     return verdict
+
+
+def _stamp(epoch_ms: Any) -> str | None:
+    """A message's ``timestamp`` (epoch ms) as ISO-8601; None when it is missing or no real time (NaN, 1e300)."""
+    if not isinstance(epoch_ms, int | float) or isinstance(epoch_ms, bool):
+        return None
+    try:
+        return iso_from_epoch_ms(epoch_ms)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def locate_prompt(

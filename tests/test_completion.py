@@ -288,3 +288,19 @@ def test_trim_error_keeps_the_identifying_fields() -> None:
         "traceback",
     }
     assert trimmed["traceback"] == [f"frame {i}" for i in range(14, 20)]
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"messages": 5, "status_str": "error", "completed": False},
+        {"messages": [[["execution_error"], {}]], "status_str": "error", "completed": False},
+        {"messages": [["execution_start", {"timestamp": 1e300}]], "status_str": "error", "completed": False},
+        {"messages": [["execution_start", {"timestamp": float("nan")}]], "status_str": "error", "completed": False},
+    ],
+    ids=["messages-int", "name-list", "timestamp-huge", "timestamp-nan"],
+)
+def test_a_malformed_history_status_is_an_execution_error_not_a_crash(status: dict[str, Any]) -> None:
+    """A broken server's status block: the parts that make no sense are ignored, the verdict still comes."""
+    verdict = classify_history_entry({"status": status, "outputs": {}})
+    assert verdict.reason == "executionError" and verdict.started_at is None
