@@ -10,7 +10,11 @@ from typing import Any, TextIO
 def emit(text: str, *, stream: TextIO | None = None) -> None:
     """Write one line of user-facing output (stdout unless *stream* is given)."""
     out = stream or sys.stdout
-    out.write(text + "\n")
+    try:
+        out.write(text + "\n")
+    except UnicodeEncodeError:  # a file name that is not UTF-8, on a console whose errors handler is strict
+        encoding = out.encoding or "utf-8"
+        out.write((text + "\n").encode(encoding, "backslashreplace").decode(encoding))
     out.flush()
 
 

@@ -447,3 +447,16 @@ def test_names_that_are_not_utf8_are_shown_and_linked_not_a_crash(tmp_path, caps
         for link in page.links
     ]
     assert bad / marker.name in targets and all(t.exists() for t in targets)
+
+
+def test_a_page_path_that_is_not_utf8_is_printed_on_a_strict_console(tmp_path, monkeypatch):
+    import io
+    import sys
+
+    run = make_run(tmp_path / "output")
+    console = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdout", console)
+    target = tmp_path / os.fsdecode(b"r\xff.html")
+    assert main(["report", str(run.run_dir), "-o", str(target)]) == 0
+    console.flush()
+    assert b"r\\udcff.html" in console.buffer.getvalue() and target.is_file()
