@@ -36,9 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..telemetry import EXIT_REASONS, Deadline, ExitReason, iso_from_epoch_ms
+from ..telemetry import EXIT_REASONS, Deadline, ExitReason
 from .client import ClientError, ComfyClient, EventStream, HttpStatusError, ServerUnavailable
-from .history import classify_history_entry, error_detail, locate_prompt, trim_error
+from .history import classify_history_entry, error_detail, locate_prompt, stamp_from_epoch_ms, trim_error
 
 logger = logging.getLogger(__name__)
 
@@ -215,8 +215,7 @@ class _Waiter:
         if not ours:
             return
         kind = event["type"]
-        stamp = data.get("timestamp")
-        when = iso_from_epoch_ms(stamp) if isinstance(stamp, int | float) else None
+        when = stamp_from_epoch_ms(data.get("timestamp"))
         if kind == "execution_start":
             self.started_at = when
         elif kind == "execution_success":

@@ -11,7 +11,14 @@ from typing import Any
 from ..telemetry import Deadline, ExitReason, ServerTimeout, iso_from_epoch_ms
 from .client import ComfyClient
 
-__all__ = ["HistoryVerdict", "classify_history_entry", "error_detail", "locate_prompt", "trim_error"]
+__all__ = [
+    "HistoryVerdict",
+    "classify_history_entry",
+    "error_detail",
+    "locate_prompt",
+    "stamp_from_epoch_ms",
+    "trim_error",
+]
 
 TRACEBACK_KEEP_LINES = 6  # the innermost frames name the failing call; the rest is noise
 TRACEBACK_LINE_CHARS = 400
@@ -59,7 +66,7 @@ def classify_history_entry(entry: dict[str, Any]) -> HistoryVerdict:
             continue
         name, data = item
         kinds.add(name)
-        stamp = _stamp(data.get("timestamp"))
+        stamp = stamp_from_epoch_ms(data.get("timestamp"))
         if name == "execution_start":
             verdict.started_at = stamp
         elif name == "execution_success":
@@ -73,7 +80,7 @@ def classify_history_entry(entry: dict[str, Any]) -> HistoryVerdict:
     return verdict
 
 
-def _stamp(epoch_ms: Any) -> str | None:
+def stamp_from_epoch_ms(epoch_ms: Any) -> str | None:
     """A message's ``timestamp`` (epoch ms) as ISO-8601; None when it is missing or no real time (NaN, 1e300)."""
     if not isinstance(epoch_ms, int | float) or isinstance(epoch_ms, bool):
         return None

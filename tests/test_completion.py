@@ -304,3 +304,14 @@ def test_a_malformed_history_status_is_an_execution_error_not_a_crash(status: di
     """A broken server's status block: the parts that make no sense are ignored, the verdict still comes."""
     verdict = classify_history_entry({"status": status, "outputs": {}})
     assert verdict.reason == "executionError" and verdict.started_at is None
+
+
+@pytest.mark.parametrize("stamp", [float("nan"), 1e300, True])
+def test_a_websocket_event_with_no_real_timestamp_has_no_time_not_a_crash(stamp: Any) -> None:
+    from scene_telemetry.comfy_api.completion import _Waiter
+
+    policy = QueuePolicy(5.0, 0.05, 0, 0.5, 1)
+    waiter = _Waiter(ComfyClient("http://127.0.0.1:9"), "p1", policy, None, None, time.monotonic, time.sleep, 1.0)
+    waiter._on_event({"type": "execution_start", "data": {"prompt_id": "p1", "timestamp": stamp}})
+    waiter._on_event({"type": "execution_success", "data": {"prompt_id": "p1", "timestamp": stamp}})
+    assert waiter.started_at is None and waiter.success_at is None and waiter.success_seen
