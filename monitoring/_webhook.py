@@ -237,12 +237,19 @@ class WebhookSender:
         with self._conn_lock:
             self._conn = conn
         self._try_started = time.monotonic()
+        # the socket timeout bounds each read, not the try: a receiver that trickles its reply a byte at a
+        # time would hold this thread (and every queued event) for ever, so the whole try is cut at *timeout*
+        watchdog = threading.Timer(timeout, self._abort_in_flight)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             conn.request("POST", target, body=event.body, headers=headers)
             response = conn.getresponse()
             response.read(65536)
             return int(response.status)
         finally:
+            watchdog.cancel()
+            watchdog.join()
             self._try_started = None
             with self._conn_lock:
                 self._conn = None

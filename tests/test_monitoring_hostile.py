@@ -50,3 +50,49 @@ def test_an_encoding_error_in_one_delivery_does_not_end_the_sender_thread() -> N
         assert outcomes == ["failed", "failed"] and sender._thread.is_alive()
     finally:
         sender.close(grace_s=0)
+
+
+def test_a_receiver_that_trickles_its_reply_is_cut_at_the_try_timeout() -> None:
+    """The socket timeout bounds each read only: a reply sent a byte every 0.1 s held the sender for as long
+    as the receiver liked, far past the 3-tries-in-30-s bound."""
+    import socket
+    import time
+
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+
+    def trickle() -> None:
+        conns = []
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                conns.append(conn)
+            except OSError:
+                pass
+            for conn in conns:
+                try:
+                    conn.send(b"X")  # a status line that never ends
+                except OSError:
+                    pass
+        for conn in conns:
+            conn.close()
+
+    thread = threading.Thread(target=trickle, name="trickling-receiver", daemon=True)
+    thread.start()
+    outcomes: list[str] = []
+    done = threading.Event()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/h"
+    sender = WebhookSender(
+        url, secret=None, on_outcome=lambda o: (outcomes.append(o), done.set()), try_timeout_s=0.5, backoff_s=(0.01,)
+    )
+    try:
+        started = time.monotonic()
+        sender.submit("scene.ended", b"{}")
+        assert done.wait(10.0), "the sender was still held by the trickling receiver"
+        assert outcomes == ["failed"] and time.monotonic() - started < 4.0
+    finally:
+        sender.close(grace_s=0)
+        stop.set()
+        thread.join(5.0)
+        listener.close()
