@@ -14,6 +14,7 @@ from typing import Any
 
 from ..comfy_api.client import ComfyClient
 from ..comfy_api.completion import CompletionResult
+from ..comfy_api.history import classify_history_entry
 from ..telemetry import (
     SCHEMA_VERSION,
     ClientError,
@@ -21,7 +22,6 @@ from ..telemetry import (
     contract_errors,
     frames_block,
     gpu_contract_fields,
-    iso_from_epoch_ms,
     iso_utc,
     marker_name,
     parse_json,
@@ -149,8 +149,5 @@ def frames_of(marker: MarkerOutcome) -> dict[str, Any] | None:
 
 
 def execution_started_at(entry: dict[str, Any] | None) -> str | None:
-    """The server's ``execution_start`` time from a history entry's status messages."""
-    for name, data in ((entry or {}).get("status") or {}).get("messages") or []:
-        if name == "execution_start" and isinstance(data, dict) and isinstance(data.get("timestamp"), (int, float)):
-            return iso_from_epoch_ms(data["timestamp"])
-    return None
+    """The server's ``execution_start`` time from a history entry's status messages (None if it has none)."""
+    return classify_history_entry(entry).started_at if entry is not None else None

@@ -315,3 +315,26 @@ def test_a_websocket_event_with_no_real_timestamp_has_no_time_not_a_crash(stamp:
     waiter._on_event({"type": "execution_start", "data": {"prompt_id": "p1", "timestamp": stamp}})
     waiter._on_event({"type": "execution_success", "data": {"prompt_id": "p1", "timestamp": stamp}})
     assert waiter.started_at is None and waiter.success_at is None and waiter.success_seen
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [["execution_start", {"timestamp": float("nan")}]],
+        [["execution_start", {"timestamp": 1e300}]],
+        [["execution_cached", {}, "extra"]],
+        5,
+    ],
+    ids=["nan", "huge", "three-items", "not-a-list"],
+)
+def test_the_runners_start_time_of_a_malformed_history_entry_is_none_not_a_crash(messages: Any) -> None:
+    from scene_telemetry.runner.documents import execution_started_at
+
+    assert execution_started_at({"status": {"messages": messages}}) is None
+
+
+def test_the_runners_start_time_is_the_execution_start_message() -> None:
+    from scene_telemetry.runner.documents import execution_started_at
+
+    entry = {"status": {"messages": [["execution_start", {"timestamp": 1767323045000}]]}}
+    assert execution_started_at(entry) == "2026-01-02T03:04:05.000Z"
