@@ -179,3 +179,24 @@ def test_a_per_server_count_beyond_any_server_is_a_usage_error(tmp_path: Path) -
     with pytest.raises(SystemExit) as exit_info:
         main(["run", *_files(tmp_path), "--server", "http://127.0.0.1:1", "--per-server", "100000"])
     assert exit_info.value.code == 2
+
+
+def test_farm_status_skips_foreign_messages_on_the_queue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A JSON list (or a message whose headers are not an object) raised AttributeError, which `farm status`
+    reported as "broker unreachable" (exit 10): one foreign message made the command useless."""
+    import redis as redis_py
+    from redis_server import start_redis
+    from scene_telemetry.farm.celery_app import QUEUE
+
+    server = start_redis(tmp_path, password="pw")
+    try:
+        client = redis_py.Redis.from_url(server.url)
+        good = json.dumps({"headers": {"id": "run1:s0:1"}, "body": ""})
+        for raw in [good, "[1, 2]", '{"headers": [1]}', "not json", '{"headers": {"id": "run1:s1:1"}}']:
+            client.lpush(QUEUE, raw)
+        client.close()
+        code = main(["farm", "status", "--broker", server.url, "--json"])
+    finally:
+        server.stop()
+    out = capsys.readouterr().out
+    assert code == 0 and json.loads(out)["queued"] == ["run1/s0", "run1/s1"]
