@@ -60,6 +60,7 @@ from ..telemetry import (
     ServerTimeout,
     ServerUnavailable,
 )
+from ._json import loads_reply
 from .server_url import parse_server_url
 
 logger = logging.getLogger(__name__)
@@ -105,18 +106,6 @@ def rejection_summary(error: dict[str, Any], node_errors: dict[str, Any]) -> str
                 f"node {node_id} ({info.get('class_type', '?')}): {problem.get('details') or problem.get('message')}"
             )
     return "; ".join(parts)
-
-
-def loads_reply(data: str | bytes) -> Any:
-    """``json.loads`` of what a server sent; every failure is a ValueError.
-
-    A reply nested past the recursion limit (valid JSON from a broken or hostile server) would otherwise
-    raise RecursionError, which no caller expects from a parse.
-    """
-    try:
-        return json.loads(data)
-    except RecursionError as exc:
-        raise ValueError("JSON nested too deeply") from exc
 
 
 def ws_url(base_url: str, client_id: str) -> str:
