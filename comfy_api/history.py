@@ -115,7 +115,8 @@ def locate_prompt(
         return "history"
     queue = client.queue(timeout_s=limit())
     for state in ("running", "pending"):
-        for item in queue.get(f"queue_{state}") or []:
+        items = queue.get(f"queue_{state}")
+        for item in items if isinstance(items, list) else []:
             if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
                 return state
     # The prompt may have finished between the two reads.

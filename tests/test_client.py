@@ -314,32 +314,46 @@ DEEP_JSON = "[" * 100_000 + "]" * 100_000
 """Valid JSON nested past the interpreter's recursion limit: ``json.loads`` raises RecursionError on it."""
 
 
+class BrokenServer:
+    """A broken or hostile server on 127.0.0.1: each GET answers 200 with ``replies[path]``, else DEEP_JSON."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, str] = {}
+        replies = self.replies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                body = replies.get(self.path, DEEP_JSON).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
 @pytest.fixture
-def deep_json_server() -> Iterator[str]:
-    """A broken or hostile server: every GET answers 200 with :data:`DEEP_JSON`."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            body = DEEP_JSON.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+def broken_server() -> Iterator[BrokenServer]:
+    broken = BrokenServer()
+    thread = threading.Thread(target=broken.server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield broken
     finally:
-        server.shutdown()
-        server.server_close()
+        broken.server.shutdown()
+        broken.server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def deep_json_server(broken_server: BrokenServer) -> str:
+    return broken_server.url
 
 
 def test_a_reply_nested_too_deeply_is_a_client_error_not_a_recursion_error(deep_json_server: str) -> None:
@@ -357,3 +371,11 @@ def test_a_system_stats_probe_of_a_reply_nested_too_deeply_is_a_note(deep_json_s
 
     reply, notes = probe_system_stats(deep_json_server, tries=1)
     assert reply is None and len(notes) == 1 and "nested too deeply" in notes[0]
+
+
+@pytest.mark.parametrize("queue", ['{"queue_running": 5, "queue_pending": 7}', '{"queue_running": {"a": 1}}'])
+def test_locating_a_prompt_in_a_queue_of_the_wrong_shape_says_absent(broken_server: BrokenServer, queue: str) -> None:
+    from scene_telemetry.comfy_api.history import locate_prompt
+
+    broken_server.replies.update({"/history/p1": "{}", "/queue": queue})
+    assert locate_prompt(ComfyClient(broken_server.url, request_timeout_s=5.0), "p1") == "absent"
