@@ -193,7 +193,35 @@ def register(app: Celery) -> None:
         config: WorkerConfig = self.app.conf[CONFIG_KEY]
         if _pace is None:
             _pace = SharedPace(self.app.conf.broker_url, str(self.request.hostname or config.hostname), QUEUE)
-        return execute(payload, config, requeue=lambda next_payload: _requeue(self.app, next_payload), pace=_pace)
+        return execute_guarded(
+            payload, config, requeue=lambda next_payload: _requeue(self.app, next_payload), pace=_pace
+        )
+
+
+MAX_CRASHES = 3
+"""A scene whose task raised (an unwritable run folder, a full disk) goes back to the queue this often."""
+
+
+def execute_guarded(
+    payload: dict[str, Any], config: WorkerConfig, *, requeue: Any, pace: SharedPace | None = None
+) -> dict[str, Any]:
+    """:func:`execute`, but a crash sends the scene back to the queue (at most :data:`MAX_CRASHES` times).
+
+    Celery acknowledges a task that raised: without this the scene left the queue with no record, and
+    ``farm submit`` waited for it for ever.
+    """
+    try:
+        return execute(payload, config, requeue=requeue, pace=pace)
+    except Exception as exc:
+        crashes = int(payload.get("crashes", 0)) + 1 if isinstance(payload, dict) else MAX_CRASHES + 1
+        scene = payload.get("scene", {}).get("id") if isinstance(payload, dict) else None
+        if crashes > MAX_CRASHES:
+            logger.error("scene %s: the task failed %d times, last: %s; it is dropped", scene, crashes - 1, exc)
+            raise
+        logger.error("scene %s: the task failed (%s: %s); back to the queue", scene, type(exc).__name__, exc)
+        requeue({**payload, "crashes": crashes})
+        time.sleep(DOWN_BACKOFF_S)  # another worker, whose folder may be fine, takes it first
+        return {"scene": scene, "requeued": True, "reason": f"{type(exc).__name__}: {exc}"}
 
 
 def _requeue(app: Celery, payload: dict[str, Any]) -> None:

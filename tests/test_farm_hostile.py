@@ -200,3 +200,45 @@ def test_farm_status_skips_foreign_messages_on_the_queue(tmp_path: Path, capsys:
         server.stop()
     out = capsys.readouterr().out
     assert code == 0 and json.loads(out)["queued"] == ["run1/s0", "run1/s1"]
+
+
+def test_a_scene_whose_task_crashes_goes_back_to_the_queue_a_bounded_number_of_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery acknowledges a task that raised: the scene left the queue with no record and `farm submit` waited
+    for ever (seen with a run folder the worker could not write)."""
+    from fake_comfy import FakeComfy
+    from scene_telemetry.farm import tasks
+    from scene_telemetry.farm.servers import FarmServer
+    from scene_telemetry.farm.tasks import MAX_CRASHES, WorkerConfig, execute_guarded
+    from scene_telemetry.runner.policy import QueuePolicy
+    from scene_telemetry.runner.scenes import MARKER_CLASS
+
+    monkeypatch.setattr(tasks, "DOWN_BACKOFF_S", 0.0)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "run").write_text("a file where this worker expects the run folder")
+    workflow = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": MARKER_CLASS, "inputs": {"images": ["1", 0], "filename_prefix": "x/f", "scene_id": ""}},
+    }
+    payload = {
+        "run_id": "r1",
+        "run_name": "run",
+        "run_dir": str(tmp_path / "run"),
+        "scene": {"id": "s0", "values": {}},
+        "workflow": workflow,
+        "mapping": {},
+        "policy": QueuePolicy().as_dict(),
+        "attempt": 1,
+        "retries_left": 0,
+    }
+    requeued: list[dict[str, object]] = []
+    with FakeComfy() as fake:
+        config = WorkerConfig(FarmServer(fake.url, "srv-000000000000"), out_root=str(shared))
+        result = execute_guarded(payload, config, requeue=requeued.append)
+        assert result["requeued"] and "NotADirectoryError" in str(result["reason"])
+        assert [p["crashes"] for p in requeued] == [1]
+        with pytest.raises(NotADirectoryError):  # the last crash: Celery logs it and drops the message
+            execute_guarded({**payload, "crashes": MAX_CRASHES}, config, requeue=requeued.append)
+    assert len(requeued) == 1
