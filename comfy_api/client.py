@@ -61,6 +61,7 @@ from ..telemetry import (
     ServerUnavailable,
 )
 from ._json import loads_reply
+from ._limits import MAX_REPLY_BYTES, MAX_VIEW_BYTES, read_capped
 from .server_url import parse_server_url
 
 logger = logging.getLogger(__name__)
@@ -279,16 +280,17 @@ class ComfyClient:
         The timeout bounds the whole request (connect, send, status, headers, body), not each socket read.
         """
         timeout = self.request_timeout_s if timeout_s is None else max(0.01, min(timeout_s, self.request_timeout_s))
+        max_bytes = MAX_VIEW_BYTES if path.startswith("/view?") else MAX_REPLY_BYTES  # a file copy vs a JSON reply
         url = self.base_url + path
         payload = None if body is None else json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json"} if payload is not None else {}
         request = urllib.request.Request(url, data=payload, method=method, headers=headers)
         try:
             with self._opener.open(request, timeout=timeout) as response:
-                return int(response.status), bytes(response.read())
+                return int(response.status), read_capped(response, max_bytes, method=method, url=url)
         except urllib.error.HTTPError as exc:
             with exc:
-                return int(exc.code), bytes(exc.read())
+                return int(exc.code), read_capped(exc, max_bytes, method=method, url=url)
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise self._transport_error(exc, method, url, timeout) from exc
 

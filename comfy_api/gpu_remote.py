@@ -45,6 +45,7 @@ from ..telemetry import (
     run_probe,
     select_device,
 )
+from ._limits import ReplyTooLarge, read_capped
 from .client import loads_reply
 from .server_url import parse_server_url
 
@@ -59,6 +60,7 @@ BOUNDED_STATS_TIMEOUT_S = 2.0
 BOUNDED_SNAPSHOT_ALLOWANCE_S = 3.0
 """The most one runner snapshot may take, every tier together: /system_stats, then the local NVML /
 nvidia-smi fallback with whatever is left. A snapshot must never delay a scene by more than this."""
+_MAX_STATS_BYTES = 1024 * 1024  # a /system_stats reply is under 1 KiB per device
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """Direct connections, as :class:`comfy_api.client.ComfyClient`: a proxy would turn "refused" into a 502."""
 _KILL_WAIT_S = 2.0  # after killing a timed-out nvidia-smi, how long to wait for its pipes to close
@@ -106,7 +108,9 @@ def _get_json(url: str, timeout_s: float) -> tuple[dict[str, Any] | None, str, b
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
         with _DIRECT.open(request, timeout=timeout_s) as response:
-            body = response.read()
+            body = read_capped(response, _MAX_STATS_BYTES)
+    except ReplyTooLarge:
+        return None, f"reply larger than {_MAX_STATS_BYTES} bytes", False
     except urllib.error.HTTPError as exc:
         return None, f"HTTP {exc.code} {exc.reason}", exc.code >= 500
     except urllib.error.URLError as exc:
