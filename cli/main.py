@@ -66,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # watchdog logs a harmless ERROR when an observer is stopped while its emitter still reads (a race inside
+    # watchdog: "queue_events() called when the thread is inactive"); a dead emitter that matters is detected and
+    # reported by our own code, which falls back to polling. Keep a command's stderr to its one line.
+    logging.getLogger("watchdog").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
     try:
         code: int = args.func(args)
     except BrokenPipeError:
