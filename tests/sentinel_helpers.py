@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 
@@ -136,3 +137,20 @@ def reaped(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def fail_first_marker_write(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Make the first marker commit fail with EACCES (then commit for real); returns the paths tried, in order."""
+    from scene_telemetry.sentinel import _marking
+
+    real = _marking.commit_marker
+    calls: list[Path] = []
+
+    def flaky(path: Path, body: object) -> Path:
+        calls.append(path)
+        if len(calls) == 1:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, body)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_marking, "commit_marker", flaky)
+    return calls

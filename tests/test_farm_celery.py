@@ -138,6 +138,19 @@ def _assert_no_secret(tmp_path: Path, redis: RedisServer, *texts: str) -> None:
             assert redis.password.encode() not in path.read_bytes(), path
 
 
+def farm_status(broker: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``scene-telemetry farm status --json`` as a user runs it: the process and its parsed report."""
+    status = subprocess.run(
+        [sys.executable, "-m", "scene_telemetry.cli", "farm", "status", "--broker", broker, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    report: dict[str, Any] = json.loads(status.stdout)
+    return status, report
+
+
 def test_scenes_run_on_every_worker_and_the_run_validates(
     tmp_path: Path,
     start: Any,
@@ -162,14 +175,7 @@ def test_scenes_run_on_every_worker_and_the_run_validates(
     assert len(servers) == 2 and all(f" {fake.url} " in "".join(servers) for fake in (a, b))
     _assert_no_secret(tmp_path, redis_server, proc.stdout, proc.stderr, workers.logs())
     assert "longer than this worker's visibility timeout (8 s)" in workers.logs()  # the test's short timeout
-    status = subprocess.run(
-        [sys.executable, "-m", "scene_telemetry.cli", "farm", "status", "--broker", redis_server.url, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert status.returncode == 0, status.stderr
-    report = json.loads(status.stdout)
+    status, report = farm_status(redis_server.url)
     assert report["queued"] == [] and len(report["workers"]) == 2
     assert sum(w["finished"] for w in report["workers"]) >= 6 and all(w["running"] == [] for w in report["workers"])
     assert redis_server.password not in status.stdout + status.stderr
@@ -330,14 +336,7 @@ def test_status_lists_the_queued_scenes_when_no_worker_runs(
     try:
         deadline, report = time.monotonic() + 30, {"queued": []}
         while len(report["queued"]) < 3 and time.monotonic() < deadline:
-            status = subprocess.run(
-                [sys.executable, "-m", "scene_telemetry.cli", "farm", "status", "--broker", redis_server.url, "--json"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert status.returncode == 0, status.stderr
-            report = json.loads(status.stdout)
+            _, report = farm_status(redis_server.url)
     finally:
         submit.kill()
         submit.communicate()

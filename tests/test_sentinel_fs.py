@@ -25,6 +25,7 @@ from scene_telemetry.telemetry._collect import collect_scene
 from sentinel_helpers import (
     age,
     box,
+    fail_first_marker_write,
     gif_bytes,
     mp4_bytes,
     png_bytes,
@@ -409,18 +410,9 @@ def test_a_dead_watcher_thread_falls_back_to_polling(output_dir: Path) -> None:
 def test_a_marker_that_cannot_be_written_is_retried_not_fatal(
     output_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from scene_telemetry.sentinel import _fs, _marking
+    from scene_telemetry.sentinel import _fs
 
-    real = _marking.commit_marker
-    calls: list[Path] = []
-
-    def flaky(path: Path, body: object) -> Path:
-        calls.append(path)
-        if len(calls) == 1:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(path, body)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_marking, "commit_marker", flaky)
+    calls = fail_first_marker_write(monkeypatch)
     monkeypatch.setattr(_fs, "RETRY_AFTER_ERROR_S", 0.2)
     files = write_batch(output_dir / "ro", "frame", 2)
     service = sentinel(output_dir)

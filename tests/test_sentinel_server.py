@@ -20,7 +20,7 @@ from scene_telemetry.cli.main import main as cli_main
 from scene_telemetry.comfy_api.client import ComfyClient
 from scene_telemetry.sentinel import GroupKey, Journal, ServerSentinel, from_history, from_job, node_batches
 from scene_telemetry.telemetry import verify_marker
-from sentinel_helpers import reaped, running, start_sentinel, stop_timed, wait_until
+from sentinel_helpers import fail_first_marker_write, reaped, running, start_sentinel, stop_timed, wait_until
 
 
 @pytest.fixture
@@ -262,18 +262,9 @@ def test_once_against_a_dead_server_is_one_line_and_exit_1(
 def test_a_marker_that_cannot_be_written_is_retried(
     fake_comfy: Any, output_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scene_telemetry.sentinel import _marking, _server
+    from scene_telemetry.sentinel import _server
 
-    real = _marking.commit_marker
-    calls: list[Path] = []
-
-    def flaky(path: Path, body: object) -> Path:
-        calls.append(path)
-        if len(calls) == 1:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(path, body)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_marking, "commit_marker", flaky)
+    calls = fail_first_marker_write(monkeypatch)
     monkeypatch.setattr(_server, "RETRY_AFTER_ERROR_S", 0.2)
     fake = fake_comfy(Scenario(write_marker=False), output_dir=output_dir)
     service = sentinel(fake, output_dir)
